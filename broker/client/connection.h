@@ -1,0 +1,56 @@
+#pragma once
+// connection: one NATS connection and its JetStream context (nats.c handles, owned).
+// Thread-safe: nats.c allows publishing from any thread; callbacks run on nats.c threads.
+#include <nats/nats.h>
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace fnmesh::broker {
+
+// natsStatus as std::error_code (category "nats"; message = natsStatus_GetText).
+std::error_code make_nats_error(natsStatus s) noexcept;
+
+struct connect_options {
+  std::string urls = "nats://127.0.0.1:4222";  // comma-separated list
+  std::string name = "fnmesh";                 // client name shown by the server
+  std::chrono::milliseconds timeout{2000};
+  bool reconnect = true;                       // keep retrying after the first connect
+};
+
+class connection {
+ public:
+  // Fails with one clear line naming the URL(s) (error.message()) when nothing answers.
+  static result<std::unique_ptr<connection>> connect(const connect_options& opts);
+  ~connection();
+
+  natsConnection* nats() const noexcept { return nc_; }
+  jsCtx* js() const noexcept { return js_; }
+  const std::string& urls() const noexcept { return urls_; }
+
+  // Core NATS publish (no acknowledgement).
+  result<void> publish(std::string_view subject, std::span<const uint8_t> data);
+  // JetStream publish, waits for the stream's ack. msg_id sets Nats-Msg-Id (dedup).
+  result<void> js_publish(std::string_view subject, std::span<const uint8_t> data,
+                          std::string_view msg_id);
+  // JetStream publish without waiting; a failed publish is logged and counted.
+  result<void> js_publish_async(std::string_view subject, std::span<const uint8_t> data,
+                                std::string_view msg_id);
+  // Waits until every async publish is acked (or the timeout passes).
+  result<void> js_publish_async_complete(std::chrono::milliseconds timeout);
+  result<void> flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
+
+ private:
+  connection(natsConnection* nc, jsCtx* js, std::string urls) noexcept
+      : nc_(nc), js_(js), urls_(std::move(urls)) {}
+  natsConnection* nc_;
+  jsCtx* js_;
+  std::string urls_;
+};
+
+}  // namespace fnmesh::broker

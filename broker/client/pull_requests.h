@@ -1,0 +1,76 @@
+#pragma once
+// pull_requests: a node's JetStream pull requests, sent as plain requests to
+// $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> with replies on one inbox subscription,
+// so any number of consumers are pulled with no thread per consumer and no polling.
+// Owns that subscription; callbacks run on the nats.c delivery thread and must not block.
+#include <nats/nats.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "broker/client/connection.h"
+
+namespace fnmesh::broker {
+
+struct msg_deleter {
+  void operator()(natsMsg* m) const noexcept { natsMsg_Destroy(m); }
+};
+using msg_ptr = std::unique_ptr<natsMsg, msg_deleter>;
+
+// One message handed out by JetStream.
+struct delivery {
+  msg_ptr msg;
+  uint64_t request_id = 0;
+  std::string consumer;
+  uint64_t delivered = 1;  // JetStream delivery count: the invocation's attempt
+  uint64_t stream_seq = 0;
+
+  std::span<const uint8_t> data() const noexcept;
+  // Acknowledgements go to the message's reply subject (+ACK, -NAK, +WPI, +TERM).
+  result<void> ack(connection& conn) const;
+  result<void> nak(connection& conn) const;
+  result<void> in_progress(connection& conn) const;
+  result<void> term(connection& conn) const;
+};
+
+class pull_requests {
+ public:
+  using delivery_handler = std::function<void(delivery&&)>;
+  // A request ended (expired, consumer gone, or fully served): `undelivered` of its
+  // batch never came, so that much reserved capacity is free again.
+  using end_handler = std::function<void(uint64_t request_id, uint32_t undelivered)>;
+
+  static result<std::unique_ptr<pull_requests>> open(connection& conn, std::string stream,
+                                                     delivery_handler on_delivery,
+                                                     end_handler on_end);
+  ~pull_requests();
+
+  // Asks `consumer` for up to `batch` messages, waiting at most `expires` on the server.
+  result<uint64_t> request(std::string_view consumer, uint32_t batch,
+                           std::chrono::milliseconds expires);
+
+ private:
+  pull_requests() = default;
+  static void on_message(natsConnection*, natsSubscription*, natsMsg*, void* self) noexcept;
+
+  connection* conn_ = nullptr;
+  std::string stream_;
+  std::string inbox_prefix_;
+  natsSubscription* sub_ = nullptr;
+  delivery_handler on_delivery_;
+  end_handler on_end_;
+  struct pending {
+    std::string consumer;
+    uint32_t remaining;
+  };
+  std::mutex mutex_;
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, pending> pending_;
+};
+
+}  // namespace fnmesh::broker
