@@ -16,6 +16,9 @@
 namespace fnmesh::broker {
 
 struct invocation_request {
+  // Empty: a new ULID. Set by edges that must publish the same invocation once however
+  // often they retry (the events adapter derives it from the event and the function).
+  std::string invocation_id;
   std::string tenant = std::string(default_tenant);
   std::string function;
   std::span<const uint8_t> payload;
