@@ -41,9 +41,12 @@ struct delivery {
 class pull_requests {
  public:
   using delivery_handler = std::function<void(delivery&&)>;
-  // A request ended (expired, consumer gone, or fully served): `undelivered` of its
-  // batch never came, so that much reserved capacity is free again.
-  using end_handler = std::function<void(uint64_t request_id, uint32_t undelivered)>;
+  // A request ended: `undelivered` of its batch never came, so that much reserved
+  // capacity is free again. `status` is the JetStream status code that ended it: 0 when
+  // fully served, 408 expired, 404 nothing (no-wait), 409 consumer deleted / too many
+  // waiting, 503 no responders (no such consumer or stream) — callers back off on 409/503.
+  using end_handler =
+      std::function<void(uint64_t request_id, uint32_t undelivered, int status)>;
 
   static result<std::unique_ptr<pull_requests>> open(connection& conn, std::string stream,
                                                      delivery_handler on_delivery,
