@@ -1,0 +1,146 @@
+#include "node/capacity.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace fnmesh::node {
+
+capacity::capacity(uint32_t slots, int64_t memory_bytes, issue_fn issue)
+    : slots_(slots), memory_bytes_(memory_bytes), issue_(std::move(issue)) {}
+
+void capacity::set_functions(const std::vector<capacity_function>& functions) {
+  std::lock_guard lock(mutex_);
+  for (auto& [_, f] : functions_) f.deployed = false;
+  for (const auto& spec : functions) {
+    auto& f = functions_[spec.consumer];
+    f.spec = spec;
+    f.deployed = true;
+  }
+  std::erase_if(functions_, [](const auto& kv) {
+    const auto& f = kv.second;
+    return !f.deployed && f.reserved == 0 && f.running == 0;
+  });
+}
+
+uint32_t capacity::room(const function_state& f) const {
+  const uint32_t free_slots = slots_ - used_slots_;
+  uint32_t n = free_slots;
+  if (f.spec.memory_bytes > 0)
+    n = std::min<int64_t>(n, (memory_bytes_ - used_memory_) / f.spec.memory_bytes);
+  if (f.spec.concurrency > 0) {
+    const uint32_t used = f.reserved + f.running;
+    n = used >= f.spec.concurrency ? 0 : std::min(n, f.spec.concurrency - used);
+  }
+  return n;
+}
+
+bool capacity::issue(function_state& f, uint32_t batch) {
+  auto id = issue_(f.spec.consumer, batch, f.hungry);
+  if (!id) {
+    logger("node")->warn("pull request to {} failed: {}", f.spec.consumer, id.error().message());
+    return false;
+  }
+  requests_.emplace(*id, f.spec.consumer);
+  f.reserved += batch;
+  f.waiting_requests += 1;
+  used_slots_ += batch;
+  used_memory_ += int64_t(batch) * f.spec.memory_bytes;
+  return true;
+}
+
+void capacity::refill(int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  if (stopped_ || functions_.empty()) return;
+  std::vector<function_state*> order;
+  for (auto& [_, f] : functions_)
+    if (f.deployed && f.backoff_until_ms <= now_ms) order.push_back(&f);
+  if (order.empty()) return;
+  std::sort(order.begin(), order.end(),
+            [](auto* a, auto* b) { return a->spec.consumer < b->spec.consumer; });
+  std::rotate(order.begin(), order.begin() + (round_robin_++ % order.size()), order.end());
+
+  // Every function keeps one waiting request, so a first invocation is never stuck.
+  for (auto* f : order)
+    if (f->waiting_requests == 0 && room(*f) > 0) issue(*f, 1);
+
+  // Functions with backlog share what is left.
+  std::vector<function_state*> hungry;
+  for (auto* f : order)
+    if (f->hungry) hungry.push_back(f);
+  while (!hungry.empty() && used_slots_ < slots_) {
+    const uint32_t share = std::max<uint32_t>(1, (slots_ - used_slots_) / hungry.size());
+    bool issued = false;
+    for (auto* f : hungry) {
+      const uint32_t n = std::min(share, room(*f));
+      if (n > 0 && issue(*f, n)) issued = true;
+    }
+    if (!issued) break;
+  }
+}
+
+void capacity::on_request_end(uint64_t request_id, uint32_t undelivered, int status,
+                              int64_t now_ms) {
+  std::lock_guard lock(mutex_);
+  auto it = requests_.find(request_id);
+  if (it == requests_.end()) return;
+  auto fit = functions_.find(it->second);
+  requests_.erase(it);
+  if (fit == functions_.end()) return;
+  auto& f = fit->second;
+  const uint32_t released = std::min(undelivered, f.reserved);
+  f.reserved -= released;
+  f.waiting_requests -= 1;
+  used_slots_ -= released;
+  used_memory_ -= int64_t(released) * f.spec.memory_bytes;
+  f.hungry = (status == 0);
+  if (status == 409 || status == 503) f.backoff_until_ms = now_ms + 1000;
+  if (!f.deployed && f.reserved == 0 && f.running == 0) functions_.erase(fit);
+}
+
+bool capacity::on_delivery(const std::string& consumer) {
+  std::lock_guard lock(mutex_);
+  auto it = functions_.find(consumer);
+  if (it == functions_.end() || it->second.reserved == 0) return false;
+  auto& f = it->second;
+  f.reserved -= 1;
+  if (stopped_) {  // handed back: the slot is free again
+    used_slots_ -= 1;
+    used_memory_ -= f.spec.memory_bytes;
+    return false;
+  }
+  f.running += 1;
+  return true;
+}
+
+void capacity::on_finished(const std::string& consumer) {
+  std::lock_guard lock(mutex_);
+  auto it = functions_.find(consumer);
+  if (it == functions_.end() || it->second.running == 0) return;
+  auto& f = it->second;
+  f.running -= 1;
+  used_slots_ -= 1;
+  used_memory_ -= f.spec.memory_bytes;
+  if (!f.deployed && f.reserved == 0 && f.running == 0) functions_.erase(it);
+}
+
+void capacity::stop() {
+  std::lock_guard lock(mutex_);
+  stopped_ = true;
+}
+
+uint32_t capacity::running() const {
+  std::lock_guard lock(mutex_);
+  uint32_t n = 0;
+  for (const auto& [_, f] : functions_) n += f.running;
+  return n;
+}
+
+uint32_t capacity::reserved() const {
+  std::lock_guard lock(mutex_);
+  uint32_t n = 0;
+  for (const auto& [_, f] : functions_) n += f.reserved;
+  return n;
+}
+
+}  // namespace fnmesh::node

@@ -1,0 +1,66 @@
+// fnmesh-node: pulls invocations from NATS JetStream and runs them (node/README.md).
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+
+#include "common/log.h"
+#include "node/node.h"
+
+int main(int argc, char** argv) {
+  fnmesh::node::node_options opts;
+  opts.runtime.python_shim = FNMESH_DEFAULT_PYTHON_SHIM;
+  opts.runtime.python_proto_dir = FNMESH_DEFAULT_PYTHON_PROTO;
+  std::string log_level = "info";
+  uint32_t memory_mb = 0, keep_warm_s = 300, drain_s = 10;
+
+  CLI::App app{"fnmesh-node: pulls invocations from NATS JetStream and runs them"};
+  app.set_config("--config", "", "read options from an INI/TOML file");
+  app.add_option("--nats", opts.nats_urls, "NATS server URL(s), comma-separated")
+      ->envname("FNMESH_NATS")->capture_default_str();
+  app.add_option("--collector", opts.collector, "billing collector ZeroMQ endpoint")
+      ->capture_default_str();
+  app.add_option("--dir", opts.dir, "state folder: completion spool, code cache")
+      ->capture_default_str();
+  app.add_option("--node-id", opts.node_id, "this node's id (default: hostname-<random>)");
+  app.add_option("--slots", opts.slots, "invocations run at once")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--memory-mb", memory_mb, "memory budget (default: 80% of the machine)");
+  app.add_option("--keep-warm", keep_warm_s, "seconds an idle worker is kept")->capture_default_str();
+  app.add_option("--drain-timeout", drain_s, "seconds SIGTERM waits for the spool to flush")
+      ->capture_default_str();
+  app.add_option("--python", opts.runtime.python, "python3 binary for the python3 runtime")
+      ->capture_default_str();
+  app.add_option("--python-shim", opts.runtime.python_shim, "the python3 runtime shim")
+      ->capture_default_str();
+  app.add_option("--python-proto-dir", opts.runtime.python_proto_dir,
+                 "generated fnmesh.proto Python package")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (!fnmesh::set_log_level(log_level)) {
+    std::fprintf(stderr, "fnmesh-node: unknown log level '%s'\n", log_level.c_str());
+    return 2;
+  }
+  opts.memory_bytes = int64_t(memory_mb) << 20;
+  opts.keep_warm = std::chrono::seconds(keep_warm_s);
+
+  // Every thread inherits this mask, so SIGTERM/SIGINT reach only sigwait below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    fnmesh::node::node n(opts);
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    fnmesh::logger("node")->info("{}: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    n.drain(std::chrono::seconds(drain_s));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "fnmesh-node: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,255 @@
+#include "node/node.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "broker/client/topology.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/ulid.h"
+
+namespace fnmesh::node {
+
+namespace p = fnmesh::proto;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto waiting_request_expiry = 10s;   // an idle function's standing pull request
+constexpr auto hungry_request_expiry = 1s;     // extra requests while a function has backlog
+
+// What finish() needs of the invocation once its buffer went to the runtime.
+struct invocation_info {
+  std::string id, tenant, function, reply_endpoint;
+  uint64_t correlation = 0;
+  p::Trigger trigger = p::Trigger::cli;
+  int64_t published_ns = 0;
+  uint32_t attempt = 1;
+};
+
+std::string default_node_id() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return std::string(host) + "-" + new_ulid().substr(20);
+}
+
+int64_t default_memory_budget() {
+  const int64_t total = int64_t(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGE_SIZE);
+  return total / 10 * 8;
+}
+
+template <class T>
+T must(result<T> r, const std::string& what) {
+  if (!r) throw std::runtime_error(what + ": " + r.error().message());
+  return std::move(*r);
+}
+
+flatbuffers::Offset<p::Result> encode_result(flatbuffers::FlatBufferBuilder& b,
+                                             const invocation_info& inv, const outcome& out,
+                                             const std::string& node_id) {
+  const p::Timings timings(inv.published_ns, out.started_ns, out.finished_ns);
+  return p::CreateResult(b, b.CreateString(inv.id), out.status, b.CreateVector(out.output),
+                         b.CreateString(out.error), b.CreateString(node_id), out.cold_start,
+                         &timings, inv.attempt, inv.correlation, b.CreateString(out.content_type));
+}
+
+}  // namespace
+
+int64_t node::now_ms() { return mono_now_ns() / 1'000'000; }
+
+node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
+  if (opts_.node_id.empty()) opts_.node_id = default_node_id();
+  if (opts_.memory_bytes <= 0) opts_.memory_bytes = default_memory_budget();
+  started_ns_ = unix_now_ns();
+  auto log = logger("node");
+
+  conn_ = must(broker::connection::connect({.urls = opts_.nats_urls, .name = opts_.node_id}),
+               "cannot reach NATS at " + opts_.nats_urls);
+  must(broker::bootstrap(*conn_), "cannot set up JetStream at " + opts_.nats_urls);
+  code_bucket_ = must(broker::kv_bucket::open(*conn_, broker::code_bucket), "KV FNMESH_CODE");
+  nodes_bucket_ = must(broker::kv_bucket::open(*conn_, broker::nodes_bucket), "KV FNMESH_NODES");
+  code_ = std::make_unique<code_cache>(*code_bucket_, opts_.dir / "code");
+  reporter_ = std::make_unique<reporter>(
+      zmq_, reporter_options{.node_id = opts_.node_id,
+                             .collector = opts_.collector,
+                             .spool_dir = opts_.dir / "spool"});
+  sender_ = std::make_unique<result_sender>(zmq_);
+  opts_.runtime.keep_warm = opts_.keep_warm;
+  executor_ = std::make_unique<executor>(opts_.runtime);
+
+  capacity_ = std::make_unique<capacity>(
+      opts_.slots, opts_.memory_bytes,
+      [this](const std::string& consumer, uint32_t batch, bool hungry) {
+        return pulls_->request(consumer, batch,
+                               hungry ? hungry_request_expiry : waiting_request_expiry);
+      });
+  pulls_ = must(broker::pull_requests::open(
+                    *conn_, std::string(broker::invoke_stream),
+                    [this](broker::delivery&& d) { on_delivery(std::move(d)); },
+                    [this](uint64_t id, uint32_t undelivered, int status) {
+                      capacity_->on_request_end(id, undelivered, status, now_ms());
+                      if (!stopping_) capacity_->refill(now_ms());
+                    }),
+                "cannot subscribe for pull requests");
+  registry_ = must(broker::function_registry::open(
+                       *conn_, [this](const std::string&, const broker::function_ptr&) {
+                         on_functions_changed();
+                       }),
+                   "cannot read KV FNMESH_FUNCTIONS");
+  on_functions_changed();
+  heartbeat_ = std::thread([this] { heartbeat_loop(); });
+  log->info("node {} ready: {} slots, {} MiB, nats {}, collector {}", opts_.node_id, opts_.slots,
+            opts_.memory_bytes >> 20, opts_.nats_urls, opts_.collector);
+}
+
+node::~node() {
+  stopping_ = true;
+  if (capacity_) capacity_->stop();
+  if (heartbeat_.joinable()) heartbeat_.join();
+  registry_.reset();
+  pulls_.reset();
+  executor_.reset();
+  reporter_.reset();
+  if (nodes_bucket_) (void)nodes_bucket_->erase(opts_.node_id);
+}
+
+void node::on_functions_changed() {
+  if (!registry_ || !capacity_) return;  // still starting: the constructor calls again
+  std::vector<capacity_function> functions;
+  for (const auto& fn : registry_->all()) {
+    const auto& spec = fn->spec();
+    functions.push_back({.consumer = broker::consumer_name(p::view(spec.tenant()), p::view(spec.name())),
+                         .memory_bytes = int64_t(spec.memory_mb()) << 20,
+                         .concurrency = spec.concurrency()});
+    // Fetch code now so that the first invocation does not wait for it.
+    if (auto dir = code_->ensure(std::string(p::view(spec.code_digest()))); !dir)
+      logger("node")->warn("code of {} ({}) unavailable: {}", p::view(spec.name()),
+                           p::view(spec.code_digest()), dir.error().message());
+  }
+  capacity_->set_functions(functions);
+  if (!stopping_) capacity_->refill(now_ms());
+}
+
+void node::on_delivery(broker::delivery&& d) {
+  auto log = logger("node");
+  if (!capacity_->on_delivery(d.consumer)) {
+    (void)d.nak(*conn_);  // draining or unknown here: another node takes it at once
+    return;
+  }
+  auto held = std::make_shared<broker::delivery>(std::move(d));
+  const auto* inv = p::verified<p::Invocation>(held->data());
+  if (!inv) {
+    log->warn("dropped a malformed invocation from consumer {} (stream seq {})", held->consumer,
+              held->stream_seq);
+    (void)held->term(*conn_);
+    capacity_->on_finished(held->consumer);
+    capacity_->refill(now_ms());
+    return;
+  }
+  invocation_info info{.id = std::string(p::view(inv->id())),
+                       .tenant = std::string(p::view(inv->tenant())),
+                       .function = std::string(p::view(inv->function())),
+                       .reply_endpoint = inv->reply() ? std::string(p::view(inv->reply()->endpoint())) : "",
+                       .correlation = inv->reply() ? inv->reply()->correlation() : 0,
+                       .trigger = inv->trigger(),
+                       .published_ns = inv->published_ns(),
+                       .attempt = uint32_t(held->delivered)};
+  auto fn = registry_->find(info.tenant, info.function);
+  outcome refused;
+  std::filesystem::path code_dir;
+  if (!fn) {
+    refused.status = p::Status::no_such_function;
+    refused.error = "no such function: " + info.function;
+  } else if (auto dir = code_->ensure(std::string(p::view(fn->spec().code_digest()))); !dir) {
+    refused.status = p::Status::error;
+    refused.error = "code bundle unavailable: " + dir.error().message();
+  } else {
+    code_dir = *dir;
+  }
+  auto done = [this, fn, held, info](outcome&& out) { finish(fn, *held, std::move(out), info); };
+  if (!code_dir.empty()) {
+    const auto timeout = std::chrono::milliseconds(int64_t(fn->spec().timeout_s()) * 1000);
+    executor_->run(work{.function = fn,
+                        .code_dir = std::move(code_dir),
+                        .invocation = std::vector<uint8_t>(held->data().begin(), held->data().end()),
+                        .timeout = timeout,
+                        .done = std::move(done)});
+  } else {
+    refused.started_ns = refused.finished_ns = unix_now_ns();
+    executor_->post([done, refused]() mutable { done(std::move(refused)); });
+  }
+}
+
+void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&& out,
+                  const invocation_info& inv) {
+  if (out.output.size() > opts_.limits.result) {
+    out.error = "result of " + std::to_string(out.output.size()) + " bytes is over the limit of " +
+                std::to_string(opts_.limits.result) + " bytes";
+    out.status = p::Status::error;
+    out.output.clear();
+  }
+  if (!inv.reply_endpoint.empty()) {
+    flatbuffers::FlatBufferBuilder b(256 + out.output.size());
+    b.Finish(encode_result(b, inv, out, opts_.node_id));
+    if (auto sent = sender_->send(inv.reply_endpoint, p::bytes(b), now_ms()); !sent)
+      logger("node")->warn("invocation {}: bad reply endpoint {}", inv.id, inv.reply_endpoint);
+  }
+
+  flatbuffers::FlatBufferBuilder b(512 + out.output.size());
+  auto spooled = reporter_->record([&](uint64_t seq) {
+    const int64_t wall_ns = std::max<int64_t>(0, out.finished_ns - out.started_ns);
+    const int64_t memory_limit = fn ? int64_t(fn->spec().memory_mb()) << 20 : 0;
+    auto result = encode_result(b, inv, out, opts_.node_id);
+    auto usage = p::CreateUsage(
+        b, b.CreateString(inv.id), inv.attempt, b.CreateString(inv.tenant),
+        b.CreateString(inv.function), b.CreateString(opts_.node_id), seq, wall_ns,
+        out.cpu_user_ns, out.cpu_system_ns, out.peak_memory_bytes, memory_limit, 0, 0,
+        out.cold_start, std::max<int64_t>(1, (wall_ns + 999'999) / 1'000'000),
+        p::AccountingSource::rusage, inv.trigger);
+    b.Finish(p::CreateCompletion(b, result, usage));
+    return p::bytes(b);
+  });
+  if (spooled) {
+    (void)d.ack(*conn_);
+  } else {
+    // Not recorded: let JetStream run it again rather than lose its billing.
+    logger("node")->error("invocation {}: spool append failed: {}", inv.id,
+                          spooled.error().message());
+    (void)d.nak(*conn_);
+  }
+  capacity_->on_finished(d.consumer);
+  if (!stopping_) capacity_->refill(now_ms());
+}
+
+void node::heartbeat_loop() {
+  int64_t next_beat = 0;
+  while (!stopping_) {
+    capacity_->refill(now_ms());  // requests past their back-off
+    if (now_ms() >= next_beat) {
+      next_beat = now_ms() + std::chrono::milliseconds(opts_.heartbeat).count();
+      flatbuffers::FlatBufferBuilder b;
+      b.Finish(p::CreateHeartbeat(b, b.CreateString(opts_.node_id), 0, opts_.memory_bytes,
+                                  opts_.slots, capacity_->running(),
+                                  0, b.CreateString(opts_.collector), started_ns_,
+                                  unix_now_ns()));
+      if (auto ok = nodes_bucket_->put(opts_.node_id, p::bytes(b)); !ok)
+        logger("node")->warn("heartbeat failed: {}", ok.error().message());
+    }
+    for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(100ms);
+  }
+}
+
+void node::drain(std::chrono::milliseconds flush_timeout) {
+  auto log = logger("node");
+  stopping_ = true;
+  capacity_->stop();
+  log->info("draining: {} invocations running", capacity_->running());
+  while (capacity_->running() > 0) std::this_thread::sleep_for(20ms);
+  executor_->drain();
+  if (!reporter_->flush(flush_timeout))
+    log->warn("{} completions stay in the spool for the next start", reporter_->unacked());
+}
+
+}  // namespace fnmesh::node

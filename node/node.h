@@ -1,0 +1,78 @@
+#pragma once
+// node: one fnmesh-node. Pulls the invocations its free capacity allows from every
+// deployed function's consumer, runs them on the executor, sends each Result straight to
+// its caller, spools the Completion for the collector, and only then acks JetStream.
+// Owns the NATS connection, the registry watch, the executor and the reporter; its
+// methods are called from main's thread, its callbacks run on nats.c and executor threads.
+#include <zmq.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "broker/client/connection.h"
+#include "broker/client/function_registry.h"
+#include "broker/client/kv.h"
+#include "broker/client/pull_requests.h"
+#include "broker/client/subjects.h"
+#include "node/capacity.h"
+#include "node/code_cache.h"
+#include "node/reporter.h"
+#include "node/result_sender.h"
+#include "node/sandbox/executor.h"
+
+namespace fnmesh::node {
+
+struct node_options {
+  std::string nats_urls = "nats://127.0.0.1:4222";
+  std::string collector = "tcp://127.0.0.1:7700";
+  std::filesystem::path dir = ".fnmesh/node";   // spool and code cache
+  std::string node_id;                          // default: hostname-<random>
+  uint32_t slots = 16;
+  int64_t memory_bytes = 0;                     // 0: 80 % of the machine
+  std::chrono::seconds keep_warm{300};
+  std::chrono::seconds heartbeat{5};
+  broker::limits limits;
+  executor_options runtime;
+};
+
+class node {
+ public:
+  // Connects, loads the registry and starts pulling. Throws with one clear line when a
+  // dependency (NATS, the spool) is missing.
+  explicit node(node_options opts);
+  ~node();
+
+  // SIGTERM: stop pulling, hand back what arrives, finish what runs, flush the spool.
+  void drain(std::chrono::milliseconds flush_timeout);
+  const std::string& id() const noexcept { return opts_.node_id; }
+
+ private:
+  void on_functions_changed();
+  void on_delivery(broker::delivery&& d);
+  void finish(const broker::function_ptr& fn, broker::delivery& d, outcome&& out,
+              const proto::Invocation& inv);
+  void heartbeat_loop();
+  static int64_t now_ms();
+
+  node_options opts_;
+  zmq::context_t zmq_;
+  std::unique_ptr<broker::connection> conn_;
+  std::unique_ptr<broker::kv_bucket> code_bucket_;
+  std::unique_ptr<broker::kv_bucket> nodes_bucket_;
+  std::unique_ptr<code_cache> code_;
+  std::unique_ptr<reporter> reporter_;
+  std::unique_ptr<capacity> capacity_;
+  std::unique_ptr<result_sender> sender_;       // executor loop thread only
+  std::unique_ptr<executor> executor_;
+  std::unique_ptr<broker::pull_requests> pulls_;
+  std::unique_ptr<broker::function_registry> registry_;
+  std::atomic<bool> stopping_{false};
+  int64_t started_ns_ = 0;
+  std::thread heartbeat_;
+};
+
+}  // namespace fnmesh::node
