@@ -22,6 +22,7 @@ class collector_reply {
   const proto::CollectorReply& get() const noexcept {
     return *flatbuffers::GetRoot<proto::CollectorReply>(buffer_.data());
   }
+  std::span<const uint8_t> buffer() const noexcept { return buffer_; }
 
  private:
   std::vector<uint8_t> buffer_;
@@ -29,6 +30,8 @@ class collector_reply {
 
 class collector_client {
  public:
+  // Connects (lazily: sends queue until the collector is up). Throws zmq::error_t on a
+  // malformed endpoint: a start-up error.
   collector_client(zmq::context_t& ctx, const std::string& endpoint);
 
   // Sends a finished CollectorRequest buffer (non-blocking; queued while disconnected).
@@ -46,7 +49,9 @@ class collector_client {
   int fd() const;
 
  private:
-  result<collector_reply> request(flatbuffers::FlatBufferBuilder& b,
+  // Sends the finished request `b` (whose request_id is `request_id`) and waits for the
+  // reply with that id; replies to earlier, timed-out requests are dropped.
+  result<collector_reply> request(uint64_t request_id, flatbuffers::FlatBufferBuilder& b,
                                   std::chrono::milliseconds timeout);
   zmq::socket_t socket_;
   uint64_t next_request_id_ = 1;

@@ -1,0 +1,104 @@
+#include "broker/client/collector_client.h"
+
+#include <zmq.h>
+
+#include "common/clock.h"
+#include "common/errc.h"
+#include "common/log.h"
+
+namespace fnmesh::broker {
+namespace {
+
+std::error_code from_zmq(const zmq::error_t& e) {
+  if (e.num() == ETERM) return errc::closed;
+  return {e.num(), std::system_category()};
+}
+
+}  // namespace
+
+collector_client::collector_client(zmq::context_t& ctx, const std::string& endpoint)
+    : socket_(ctx, zmq::socket_type::dealer) {
+  socket_.set(zmq::sockopt::linger, 0);
+  socket_.connect(endpoint);
+}
+
+result<void> collector_client::send(std::span<const uint8_t> request) {
+  try {
+    if (!socket_.send(zmq::buffer(request.data(), request.size()), zmq::send_flags::dontwait))
+      return fail(errc::unavailable);  // the send queue is full (collector away too long)
+    return {};
+  } catch (const zmq::error_t& e) {
+    return fail(from_zmq(e));
+  }
+}
+
+result<collector_reply> collector_client::receive(std::chrono::milliseconds timeout) {
+  const int64_t deadline = mono_now_ns() + timeout.count() * 1'000'000;
+  try {
+    for (;;) {
+      zmq::message_t frame;
+      if (!socket_.recv(frame, zmq::recv_flags::dontwait)) {
+        const int64_t left_ms = (deadline - mono_now_ns() + 999'999) / 1'000'000;
+        if (left_ms <= 0) return fail(errc::timeout);
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        zmq::poll(&item, 1, std::chrono::milliseconds(left_ms));
+        continue;
+      }
+      bool single = !frame.more();
+      while (frame.more()) {  // drain a multi-frame message: not our protocol
+        zmq::message_t rest;
+        if (!socket_.recv(rest, zmq::recv_flags::none)) break;
+        frame.swap(rest);
+      }
+      std::span<const uint8_t> bytes(frame.data<uint8_t>(), frame.size());
+      if (single && proto::verified<proto::CollectorReply>(bytes))
+        return collector_reply(std::vector<uint8_t>(bytes.begin(), bytes.end()));
+      logger("collector_client")->warn("dropped a malformed collector reply ({} bytes)",
+                                       frame.size());
+    }
+  } catch (const zmq::error_t& e) {
+    return fail(from_zmq(e));
+  }
+}
+
+result<collector_reply> collector_client::query_usage(const std::string& tenant,
+                                                      const std::string& function,
+                                                      int64_t since_ns, int64_t until_ns,
+                                                      const std::string& group_by,
+                                                      std::chrono::milliseconds timeout) {
+  flatbuffers::FlatBufferBuilder b;
+  const uint64_t id = next_request_id_++;
+  auto q = proto::CreateUsageQueryDirect(b, tenant.c_str(), function.c_str(), since_ns,
+                                         until_ns, group_by.c_str());
+  b.Finish(proto::CreateCollectorRequest(b, id, proto::RequestBody::UsageQuery, q.Union()));
+  return request(id, b, timeout);
+}
+
+result<collector_reply> collector_client::query_activation(const std::string& invocation_id,
+                                                           std::chrono::milliseconds timeout) {
+  flatbuffers::FlatBufferBuilder b;
+  const uint64_t id = next_request_id_++;
+  auto q = proto::CreateActivationQueryDirect(b, invocation_id.c_str());
+  b.Finish(
+      proto::CreateCollectorRequest(b, id, proto::RequestBody::ActivationQuery, q.Union()));
+  return request(id, b, timeout);
+}
+
+result<collector_reply> collector_client::request(uint64_t request_id,
+                                                  flatbuffers::FlatBufferBuilder& b,
+                                                  std::chrono::milliseconds timeout) {
+  if (auto sent = send(proto::bytes(b)); !sent) return fail(sent.error());
+  const int64_t deadline = mono_now_ns() + timeout.count() * 1'000'000;
+  for (;;) {
+    const int64_t left_ns = deadline - mono_now_ns();
+    if (left_ns <= 0) return fail(errc::timeout);
+    auto reply = receive(std::chrono::milliseconds((left_ns + 999'999) / 1'000'000));
+    if (!reply) return reply;
+    if (reply->get().request_id() == request_id) return reply;
+    // A late reply to an earlier request that timed out: not ours, drop it.
+  }
+}
+
+int collector_client::fd() const { return socket_.get(zmq::sockopt::fd); }
+
+}  // namespace fnmesh::broker
