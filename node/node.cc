@@ -20,15 +20,6 @@ namespace {
 constexpr auto waiting_request_expiry = 10s;   // an idle function's standing pull request
 constexpr auto hungry_request_expiry = 1s;     // extra requests while a function has backlog
 
-// What finish() needs of the invocation once its buffer went to the runtime.
-struct invocation_info {
-  std::string id, tenant, function, reply_endpoint;
-  uint64_t correlation = 0;
-  p::Trigger trigger = p::Trigger::cli;
-  int64_t published_ns = 0;
-  uint32_t attempt = 1;
-};
-
 std::string default_node_id() {
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
@@ -43,7 +34,7 @@ int64_t default_memory_budget() {
 template <class T>
 T must(result<T> r, const std::string& what) {
   if (!r) throw std::runtime_error(what + ": " + r.error().message());
-  return std::move(*r);
+  if constexpr (!std::is_void_v<T>) return std::move(*r);
 }
 
 flatbuffers::Offset<p::Result> encode_result(flatbuffers::FlatBufferBuilder& b,

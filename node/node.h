@@ -26,6 +26,15 @@
 
 namespace fnmesh::node {
 
+// What finish() needs of an invocation once its buffer went to the runtime.
+struct invocation_info {
+  std::string id, tenant, function, reply_endpoint;
+  uint64_t correlation = 0;
+  proto::Trigger trigger = proto::Trigger::cli;
+  int64_t published_ns = 0;
+  uint32_t attempt = 1;
+};
+
 struct node_options {
   std::string nats_urls = "nats://127.0.0.1:4222";
   std::string collector = "tcp://127.0.0.1:7700";
@@ -54,7 +63,7 @@ class node {
   void on_functions_changed();
   void on_delivery(broker::delivery&& d);
   void finish(const broker::function_ptr& fn, broker::delivery& d, outcome&& out,
-              const proto::Invocation& inv);
+              const invocation_info& inv);
   void heartbeat_loop();
   static int64_t now_ms();
 

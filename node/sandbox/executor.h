@@ -37,9 +37,13 @@ struct outcome {
   bool cold_start = false;
   int64_t started_ns = 0;            // unix ns
   int64_t finished_ns = 0;
-  int64_t cpu_user_ns = 0;           // from rusage / /proc of the worker
+  // Usage, accounting source rusage: one-shot `exec` processes report wait4() rusage;
+  // warm workers report the difference of /proc/<pid>/stat utime/stime across the
+  // invocation (clock-tick resolution) and VmHWM (the worker's peak since it started).
+  int64_t cpu_user_ns = 0;
   int64_t cpu_system_ns = 0;
   int64_t peak_memory_bytes = 0;
+  pid_t worker_pid = 0;              // the process that ran it (0: none was started)
 };
 
 struct work {
@@ -56,12 +60,14 @@ class executor {
   ~executor();                                // kills every worker, joins the loop
 
   void run(work w);
-  // Stops taking work; waits for what runs, then kills idle workers.
+  // Stops taking work (later run() calls complete at once with status rejected); waits
+  // for what runs, then kills idle workers. Must not be called on the loop thread.
   void drain();
 
   // Runs fn on the loop thread (for callers that must touch loop-owned state).
   void post(std::function<void()> fn);
 
+  // Live reusable workers (python3, native), idle or busy.
   size_t warm_workers() const noexcept;
 
  private:
