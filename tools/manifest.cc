@@ -1,0 +1,437 @@
+#include "tools/manifest.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <system_error>
+#include <unistd.h>
+
+namespace fnmesh::manifest {
+namespace {
+
+bool valid_name(std::string_view s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    const bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!alnum && !(i > 0 && c == '-')) return false;
+  }
+  return true;
+}
+
+bool identifier(std::string_view s) {
+  if (s.empty() || (s[0] >= '0' && s[0] <= '9')) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
+      return false;
+  return true;
+}
+
+std::vector<std::string> split(std::string_view s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t at = s.find(sep, start);
+    out.emplace_back(s.substr(start, at == std::string_view::npos ? s.npos : at - start));
+    if (at == std::string_view::npos) return out;
+    start = at + 1;
+  }
+}
+
+std::vector<std::string> words(std::string_view s) {
+  std::vector<std::string> out;
+  std::istringstream in{std::string(s)};
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// A NATS subject under fnmesh.events.: dot-separated tokens, '*' a whole token, '>' last.
+bool valid_event_subject(std::string_view s) {
+  if (s.empty()) return false;
+  const auto tokens = split(s, '.');
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const std::string& t = tokens[i];
+    if (t.empty()) return false;
+    for (char c : t)
+      if (c == ' ' || c == '\t' || c == '\r' || c == '\n') return false;
+    if (t.find('*') != std::string::npos && t != "*") return false;
+    if (t.find('>') != std::string::npos && (t != ">" || i + 1 != tokens.size())) return false;
+  }
+  return true;
+}
+
+std::string describe(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Scalar: return n.Scalar().empty() ? "an empty string" : n.Scalar();
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Map: return "a map";
+    default: return "nothing";
+  }
+}
+
+// Walks the document, keeping the first error.
+class checker {
+ public:
+  explicit checker(const std::string& file) : file_(file) {}
+
+  bool fail(const YAML::Node& at, const std::string& field, std::string message) {
+    const YAML::Mark m = at.Mark();
+    return fail_at(m.is_null() ? 0 : m.line + 1, field, std::move(message));
+  }
+  bool fail_at(int line, const std::string& field, std::string message) {
+    if (!error_) error_ = manifest_error{file_, line, field, std::move(message)};
+    return false;
+  }
+  const manifest_error& error() const { return *error_; }
+
+  // Each key of `map` must be a scalar in `allowed`, present once.
+  bool keys(const YAML::Node& map, const std::string& field,
+            std::initializer_list<std::string_view> allowed) {
+    std::set<std::string> seen;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const YAML::Node& key = it->first;
+      if (!key.IsScalar()) return fail(key, field, "keys must be names, got " + describe(key));
+      const std::string& k = key.Scalar();
+      bool known = false;
+      for (auto a : allowed) known = known || a == k;
+      if (!known) {
+        std::string list;
+        for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+        return fail(key, join(field, k), "unknown key (expected one of: " + list + ")");
+      }
+      if (!seen.insert(k).second) return fail(key, join(field, k), "given twice");
+    }
+    return true;
+  }
+
+  bool uint_in(const YAML::Node& n, const std::string& field, int64_t lo, int64_t hi,
+               std::string_view unit, uint32_t& out) {
+    const std::string range = std::to_string(lo) + "-" + std::to_string(hi) +
+                              (unit.empty() ? "" : " " + std::string(unit));
+    int64_t v = 0;
+    const std::string text = n.IsScalar() ? n.Scalar() : std::string();
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (!n.IsScalar() || text.empty() || ec != std::errc() || end != text.data() + text.size() ||
+        v < lo || v > hi)
+      return fail(n, field, "must be " + range + ", got " + describe(n));
+    out = uint32_t(v);
+    return true;
+  }
+
+  bool text(const YAML::Node& n, const std::string& field, std::string& out) {
+    if (!n.IsScalar() || n.Scalar().empty())
+      return fail(n, field, "must be a non-empty string, got " + describe(n));
+    out = n.Scalar();
+    return true;
+  }
+
+  bool boolean(const YAML::Node& n, const std::string& field, bool& out) {
+    if (!n.IsScalar() || !YAML::convert<bool>::decode(n, out))
+      return fail(n, field, "must be true or false, got " + describe(n));
+    return true;
+  }
+
+  // A list of non-empty strings; a single string counts as a list of one.
+  bool text_list(const YAML::Node& n, const std::string& field, std::vector<std::string>& out) {
+    if (n.IsScalar() && !n.Scalar().empty()) {
+      out.push_back(n.Scalar());
+      return true;
+    }
+    if (!n.IsSequence()) return fail(n, field, "must be a list of strings, got " + describe(n));
+    for (size_t i = 0; i < n.size(); ++i) {
+      std::string item;
+      if (!text(n[i], field + "[" + std::to_string(i) + "]", item)) return false;
+      out.push_back(std::move(item));
+    }
+    return true;
+  }
+
+  bool text_map(const YAML::Node& n, const std::string& field,
+                std::map<std::string, std::string>& out) {
+    if (!n.IsMap()) return fail(n, field, "must be a map of names to strings, got " + describe(n));
+    for (auto it = n.begin(); it != n.end(); ++it) {
+      if (!it->first.IsScalar() || it->first.Scalar().empty())
+        return fail(it->first, field, "keys must be names, got " + describe(it->first));
+      const std::string key = it->first.Scalar();
+      if (!it->second.IsScalar())
+        return fail(it->second, join(field, key), "must be a string, got " + describe(it->second));
+      if (!out.emplace(key, it->second.Scalar()).second)
+        return fail(it->first, join(field, key), "given twice");
+    }
+    return true;
+  }
+
+  static std::string join(const std::string& a, const std::string& b) { return a + "." + b; }
+
+ private:
+  const std::string& file_;
+  std::optional<manifest_error> error_;
+};
+
+bool parse_runtime(std::string_view s, proto::Runtime& out) {
+  if (s == "python3") out = proto::Runtime::python3;
+  else if (s == "nodejs") out = proto::Runtime::nodejs;
+  else if (s == "native") out = proto::Runtime::native;
+  else if (s == "exec") out = proto::Runtime::exec;
+  else return false;
+  return true;
+}
+
+bool parse_triggers(checker& c, const YAML::Node& n, const std::string& field, function_def& d) {
+  if (!n.IsMap()) return c.fail(n, field, "must be a map (http, cron, events, files), got " + describe(n));
+  if (!c.keys(n, field, {"http", "cron", "events", "files"})) return false;
+  if (n["http"] && !c.boolean(n["http"], field + ".http", d.http)) return false;
+  if (n["cron"]) {
+    if (!c.text_list(n["cron"], field + ".cron", d.cron)) return false;
+    for (size_t i = 0; i < d.cron.size(); ++i) {
+      const auto fields = words(d.cron[i]);
+      const bool macro = fields.size() == 1 && fields[0].starts_with('@');
+      if (!macro && fields.size() != 5) {
+        const YAML::Node item = n["cron"].IsSequence() ? n["cron"][i] : n["cron"];
+        return c.fail(item, field + ".cron[" + std::to_string(i) + "]",
+                      "must be a cron expression of 5 fields (\"*/5 * * * *\"), got " + d.cron[i]);
+      }
+    }
+  }
+  if (n["events"]) {
+    if (!c.text_list(n["events"], field + ".events", d.events)) return false;
+    for (size_t i = 0; i < d.events.size(); ++i) {
+      const YAML::Node item = n["events"].IsSequence() ? n["events"][i] : n["events"];
+      const std::string f = field + ".events[" + std::to_string(i) + "]";
+      if (d.events[i].starts_with("fnmesh."))
+        return c.fail(item, f, "give the subject without the fnmesh.events. prefix, got " + d.events[i]);
+      if (!valid_event_subject(d.events[i]))
+        return c.fail(item, f, "must be a NATS subject (tokens separated by '.', '*' or a final '>'), got " + d.events[i]);
+    }
+  }
+  if (n["files"] && !c.text_list(n["files"], field + ".files", d.files)) return false;
+  return true;
+}
+
+bool parse_network(checker& c, const YAML::Node& n, const std::string& field, function_def& d) {
+  if (n.IsScalar()) {
+    const std::string& s = n.Scalar();
+    if (s == "none") d.network = proto::NetworkPolicy::none;
+    else if (s == "loopback") d.network = proto::NetworkPolicy::loopback;
+    else if (s == "host") d.network = proto::NetworkPolicy::host;
+    else return c.fail(n, field, "must be none, loopback, host or a list of allowed host:port/CIDR, got " + s);
+    return true;
+  }
+  if (!n.IsSequence())
+    return c.fail(n, field, "must be none, loopback, host or a list of allowed host:port/CIDR, got " + describe(n));
+  if (n.size() == 0) return c.fail(n, field, "the allow-list is empty (use none)");
+  if (!c.text_list(n, field, d.allow)) return false;
+  for (size_t i = 0; i < d.allow.size(); ++i)
+    if (words(d.allow[i]).size() != 1)
+      return c.fail(n[i], field + "[" + std::to_string(i) + "]",
+                    "must be one host:port or CIDR entry, got " + d.allow[i]);
+  d.network = proto::NetworkPolicy::allow_list;
+  return true;
+}
+
+bool parse_function(checker& c, const YAML::Node& key, const YAML::Node& n, const std::string& tenant,
+                    function_def& d) {
+  d.line = key.Mark().line + 1;
+  d.name = key.IsScalar() ? key.Scalar() : std::string();
+  d.tenant = tenant;
+  const std::string field = "functions." + d.name;
+  if (!valid_name(d.name))
+    return c.fail(key, field, "function names are 1-63 of [a-z0-9-], starting with a letter or digit");
+  if (!n.IsMap()) return c.fail(n, field, "must be a map of settings (runtime, handler, ...), got " + describe(n));
+  if (!c.keys(n, field,
+              {"runtime", "handler", "memory", "timeout", "concurrency", "env", "network", "retries",
+               "labels", "triggers"}))
+    return false;
+
+  if (!n["runtime"]) return c.fail_at(d.line, field + ".runtime", "missing (python3, nodejs, native or exec)");
+  if (!n["runtime"].IsScalar() || !parse_runtime(n["runtime"].Scalar(), d.runtime))
+    return c.fail(n["runtime"], field + ".runtime",
+                  "must be python3, nodejs, native or exec, got " + describe(n["runtime"]));
+
+  if (!n["handler"]) return c.fail_at(d.line, field + ".handler", "missing");
+  if (!c.text(n["handler"], field + ".handler", d.handler)) return false;
+  d.handler_line = n["handler"].Mark().line + 1;
+  if (d.runtime == proto::Runtime::python3 || d.runtime == proto::Runtime::nodejs) {
+    const auto parts = split(d.handler, '.');
+    bool ok = parts.size() >= 2;
+    for (const auto& p : parts) ok = ok && identifier(p);
+    if (!ok)
+      return c.fail(n["handler"], field + ".handler",
+                    std::string("must be ") +
+                        (d.runtime == proto::Runtime::python3 ? "module.function" : "file.export") +
+                        ", got " + d.handler);
+  }
+
+  if (n["memory"] && !c.uint_in(n["memory"], field + ".memory", 128, 10240, "MB", d.memory_mb)) return false;
+  if (n["timeout"] && !c.uint_in(n["timeout"], field + ".timeout", 1, 900, "s", d.timeout_s)) return false;
+  if (n["concurrency"] &&
+      !c.uint_in(n["concurrency"], field + ".concurrency", 0, 100000, "", d.concurrency))
+    return false;
+  if (n["retries"] && !c.uint_in(n["retries"], field + ".retries", 0, 10, "", d.retries)) return false;
+  if (n["env"]) {
+    if (!c.text_map(n["env"], field + ".env", d.env)) return false;
+    for (auto it = n["env"].begin(); it != n["env"].end(); ++it)
+      if (!identifier(it->first.Scalar()))
+        return c.fail(it->first, field + ".env." + it->first.Scalar(),
+                      "environment variable names are letters, digits and _");
+  }
+  if (n["labels"] && !c.text_map(n["labels"], field + ".labels", d.labels)) return false;
+  if (n["network"] && !parse_network(c, n["network"], field + ".network", d)) return false;
+  if (n["triggers"] && !parse_triggers(c, n["triggers"], field + ".triggers", d)) return false;
+  return true;
+}
+
+}  // namespace
+
+std::string manifest_error::what() const {
+  std::string out = file;
+  if (line > 0) out += ":" + std::to_string(line);
+  out += ": ";
+  if (!field.empty()) out += field + ": ";
+  return out + message;
+}
+
+parsed<std::vector<function_def>> parse_text(std::string_view yaml, const std::string& file) {
+  YAML::Node loaded;
+  try {
+    loaded = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    const int line = e.mark.is_null() ? 0 : e.mark.line + 1;
+    return std::unexpected(manifest_error{file, line, "", "not valid YAML: " + e.msg});
+  }
+  const YAML::Node& root = loaded;
+  checker c(file);
+  if (!root || root.IsNull())
+    return std::unexpected(manifest_error{file, 0, "", "empty manifest (declare functions: ...)"});
+  if (!root.IsMap()) {
+    c.fail(root, "", "must be a map with functions:, got " + describe(root));
+    return std::unexpected(c.error());
+  }
+  if (!c.keys(root, "", {"functions", "tenant"})) {
+    // Top-level unknown keys carry no leading dot.
+    manifest_error e = c.error();
+    if (e.field.starts_with('.')) e.field.erase(0, 1);
+    return std::unexpected(e);
+  }
+  std::string tenant = "default";
+  if (root["tenant"]) {
+    if (!c.text(root["tenant"], "tenant", tenant)) return std::unexpected(c.error());
+    if (!valid_name(tenant)) {
+      c.fail(root["tenant"], "tenant", "tenant names are 1-63 of [a-z0-9-], got " + tenant);
+      return std::unexpected(c.error());
+    }
+  }
+  const YAML::Node functions = root["functions"];
+  if (!functions) {
+    c.fail_at(1, "functions", "missing (declare each function under functions:)");
+    return std::unexpected(c.error());
+  }
+  if (!functions.IsMap() || functions.size() == 0) {
+    c.fail(functions, "functions", "must be a map of function names to settings, got " + describe(functions));
+    return std::unexpected(c.error());
+  }
+  std::vector<function_def> out;
+  std::set<std::string> names;
+  for (auto it = functions.begin(); it != functions.end(); ++it) {
+    function_def d;
+    if (!parse_function(c, it->first, it->second, tenant, d)) return std::unexpected(c.error());
+    if (!names.insert(d.name).second) {
+      c.fail(it->first, "functions." + d.name, "declared twice");
+      return std::unexpected(c.error());
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+parsed<std::vector<function_def>> parse_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const std::error_code ec(errno, std::system_category());
+    return std::unexpected(manifest_error{path.string(), 0, "", "cannot read: " + ec.message()});
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_text(text.str(), path.string());
+}
+
+std::filesystem::path find_in_folder(const std::filesystem::path& folder) {
+  const auto yml = folder / file_name;
+  if (std::filesystem::exists(yml)) return yml;
+  const auto yaml = folder / "fnmesh.yaml";
+  if (std::filesystem::exists(yaml)) return yaml;
+  return yml;
+}
+
+parsed<void> check_folder(const std::vector<function_def>& defs,
+                          const std::filesystem::path& folder, const std::string& file) {
+  namespace fs = std::filesystem;
+  for (const auto& d : defs) {
+    const std::string field = "functions." + d.name + ".handler";
+    if (d.runtime == proto::Runtime::python3) {
+      std::string module = d.handler.substr(0, d.handler.rfind('.'));
+      for (char& ch : module)
+        if (ch == '.') ch = '/';
+      if (!fs::exists(folder / (module + ".py")) && !fs::exists(folder / module / "__init__.py"))
+        return std::unexpected(manifest_error{
+            file, d.handler_line, field, "module " + module + ".py not found in " + folder.string()});
+    } else if (d.runtime == proto::Runtime::native) {
+      const auto program = words(d.handler).at(0);
+      if (!program.starts_with('/')) {
+        const fs::path p = folder / program;
+        if (!fs::is_regular_file(p) || ::access(p.c_str(), X_OK) != 0)
+          return std::unexpected(manifest_error{
+              file, d.handler_line, field,
+              "program " + program + " not found (or not executable) in " + folder.string()});
+      }
+    }
+  }
+  return {};
+}
+
+std::vector<uint8_t> encode_spec(const function_def& def, std::string_view code_digest,
+                                 std::string_view version) {
+  flatbuffers::FlatBufferBuilder b(1024);
+  auto pairs = [&b](const std::map<std::string, std::string>& m) {
+    std::vector<flatbuffers::Offset<proto::KeyValue>> v;
+    for (const auto& [k, val] : m)  // std::map order is the byte order FlatBuffers keys use
+      v.push_back(proto::CreateKeyValue(b, b.CreateString(k), b.CreateString(val)));
+    return b.CreateVector(v);
+  };
+  auto strings = [&b](const std::vector<std::string>& v) { return b.CreateVectorOfStrings(v); };
+
+  const auto name = b.CreateString(def.name);
+  const auto ver = b.CreateString(version);
+  const auto tenant = b.CreateString(def.tenant);
+  const auto handler = b.CreateString(def.handler);
+  const auto env = pairs(def.env);
+  const auto allow = strings(def.allow);
+  const auto labels = pairs(def.labels);
+  const auto triggers = proto::CreateTriggers(b, def.http, strings(def.cron), strings(def.events),
+                                              strings(def.files));
+  const auto digest = b.CreateString(code_digest);
+
+  proto::FunctionSpecBuilder spec(b);
+  spec.add_name(name);
+  spec.add_version(ver);
+  spec.add_tenant(tenant);
+  spec.add_runtime(def.runtime);
+  spec.add_handler(handler);
+  spec.add_memory_mb(def.memory_mb);
+  spec.add_timeout_s(def.timeout_s);
+  spec.add_concurrency(def.concurrency);
+  spec.add_env(env);
+  spec.add_network(def.network);
+  spec.add_allow(allow);
+  spec.add_retries(def.retries);
+  spec.add_labels(labels);
+  spec.add_triggers(triggers);
+  spec.add_code_digest(digest);
+  b.Finish(spec.Finish());
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+}  // namespace fnmesh::manifest
