@@ -2,6 +2,7 @@
 // kv_bucket: one JetStream key-value bucket (owned kvStore handle). Thread-safe.
 #include <nats/nats.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -27,14 +28,17 @@ class kv_bucket {
 
   // Calls on_change(key, value) for every current entry and every later put, and
   // on_change(key, nullopt) for a delete, from one background thread, until destroyed.
+  // on_initial_done (optional) runs once, on that thread, after the entries that existed
+  // when the watch started have been delivered. One watch per bucket object.
   using change_handler =
       std::function<void(const std::string& key, std::optional<std::span<const uint8_t>> value)>;
-  result<void> watch_all(change_handler on_change);
+  result<void> watch_all(change_handler on_change, std::function<void()> on_initial_done = {});
 
  private:
   explicit kv_bucket(kvStore* kv) noexcept : kv_(kv) {}
   kvStore* kv_;
   kvWatcher* watcher_ = nullptr;
+  std::atomic<bool> stopping_{false};
   std::thread watch_thread_;
 };
 

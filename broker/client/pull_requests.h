@@ -2,15 +2,19 @@
 // pull_requests: a node's JetStream pull requests, sent as plain requests to
 // $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer> with replies on one inbox subscription,
 // so any number of consumers are pulled with no thread per consumer and no polling.
-// Owns that subscription; callbacks run on the nats.c delivery thread and must not block.
+// Owns that subscription and one sweeper thread; callbacks run on the nats.c delivery
+// thread (ends of requests the server left unanswered: on the sweeper) and must not block.
 #include <nats/nats.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 
 #include "broker/client/connection.h"
@@ -54,8 +58,16 @@ class pull_requests {
   ~pull_requests();
 
   // Asks `consumer` for up to `batch` messages, waiting at most `expires` on the server.
+  // A delivered message names only its consumer, so it is attributed to that consumer's
+  // waiting requests in the order the server serves them (oldest first, round robin while
+  // a batch has room, as nats-server does); one that arrives after its request ended
+  // locally has request_id 0. The server never answers a request for a missing consumer
+  // or stream: such a request ends here, `expires` + 2 s later, with status 503.
   result<uint64_t> request(std::string_view consumer, uint32_t batch,
                            std::chrono::milliseconds expires);
+
+  // Requests not yet ended (tests, metrics).
+  size_t outstanding() const;
 
  private:
   pull_requests() = default;
@@ -67,13 +79,24 @@ class pull_requests {
   natsSubscription* sub_ = nullptr;
   delivery_handler on_delivery_;
   end_handler on_end_;
+  void sweep() noexcept;
+  void end_request(uint64_t id, int status) noexcept;
+
   struct pending {
     std::string consumer;
     uint32_t remaining;
+    int64_t give_up_ns;  // monotonic: the server said nothing by then
   };
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, pending> pending_;
+  // Per consumer: its waiting requests in the order the server serves them.
+  std::unordered_map<std::string, std::deque<uint64_t>> order_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  bool sub_done_ = false;
+  std::condition_variable sub_done_cv_;
+  std::thread sweeper_;
 };
 
 }  // namespace fnmesh::broker
