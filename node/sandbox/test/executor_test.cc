@@ -1,0 +1,277 @@
+// executor: real worker processes for every runtime and every outcome (no NATS).
+#include "node/sandbox/executor.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <condition_variable>
+#include <cstdlib>
+#include <future>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+
+namespace fnmesh::node {
+namespace {
+
+std::filesystem::path env_dir(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::filesystem::path(v) : std::filesystem::path(fallback);
+}
+
+std::filesystem::path source_dir() { return env_dir("FNMESH_SOURCE_DIR", FNMESH_TEST_SOURCE_DIR); }
+std::filesystem::path build_dir() { return env_dir("FNMESH_BUILD_DIR", FNMESH_TEST_BUILD_DIR); }
+
+broker::function_ptr make_spec(const std::string& name, proto::Runtime runtime, const std::string& handler,
+                               std::vector<std::pair<std::string, std::string>> env = {}) {
+  flatbuffers::FlatBufferBuilder b;
+  std::vector<flatbuffers::Offset<proto::KeyValue>> kvs;
+  for (auto& [k, v] : env) kvs.push_back(proto::CreateKeyValueDirect(b, k.c_str(), v.c_str()));
+  auto spec = proto::CreateFunctionSpecDirect(b, name.c_str(), "v1", "test", runtime, handler.c_str(), 128, 5, 0,
+                                              kvs.empty() ? nullptr : &kvs);
+  b.Finish(spec);
+  auto bytes = proto::bytes(b);
+  return std::make_shared<broker::function_record>(std::vector<uint8_t>(bytes.begin(), bytes.end()));
+}
+
+std::vector<uint8_t> make_invocation(const std::string& function, std::string_view payload) {
+  static int counter = 0;
+  flatbuffers::FlatBufferBuilder b;
+  std::vector<uint8_t> data(payload.begin(), payload.end());
+  std::string id = "inv-" + std::to_string(++counter);
+  auto inv = proto::CreateInvocationDirect(b, id.c_str(), "test", function.c_str(), "v1", &data,
+                                           "application/json", proto::Trigger::cli, "test");
+  b.Finish(inv);
+  auto bytes = proto::bytes(b);
+  return {bytes.begin(), bytes.end()};
+}
+
+std::string output_text(const outcome& o) { return {o.output.begin(), o.output.end()}; }
+
+class executor_test : public ::testing::Test {
+ protected:
+  executor_test() : exec_(options()) {}
+
+  static executor_options options() {
+    executor_options o;
+    o.python_shim = source_dir() / "node/runtimes/python/shim.py";
+    o.python_proto_dir = build_dir() / "python";
+    o.keep_warm = std::chrono::seconds(60);
+    return o;
+  }
+
+  outcome invoke(const broker::function_ptr& fn, const std::filesystem::path& code_dir, std::string_view payload,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    auto p = std::make_shared<std::promise<outcome>>();
+    auto f = p->get_future();
+    exec_.run(work{.function = fn,
+                   .code_dir = code_dir,
+                   .invocation = make_invocation(std::string(proto::view(fn->spec().name())), payload),
+                   .timeout = timeout,
+                   .done = [p](outcome&& o) { p->set_value(std::move(o)); }});
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    return f.get();
+  }
+
+  std::filesystem::path examples_ = source_dir() / "examples";
+  executor exec_;
+};
+
+TEST_F(executor_test, python_hello_warm_reuse) {
+  auto fn = make_spec("hello", proto::Runtime::python3, "handler.handle");
+  auto first = invoke(fn, examples_ / "hello", R"({"name": "Ada"})");
+  ASSERT_EQ(first.status, proto::Status::ok) << first.error;
+  EXPECT_NE(output_text(first).find("Hello, Ada!"), std::string::npos) << output_text(first);
+  EXPECT_EQ(first.content_type, "application/json");
+  EXPECT_TRUE(first.cold_start);
+  EXPECT_GT(first.worker_pid, 0);
+  EXPECT_GT(first.peak_memory_bytes, 1 << 20);
+  EXPECT_LE(first.started_ns, first.finished_ns);
+
+  auto second = invoke(fn, examples_ / "hello", R"({"name": "Grace"})");
+  ASSERT_EQ(second.status, proto::Status::ok) << second.error;
+  EXPECT_NE(output_text(second).find("Hello, Grace!"), std::string::npos);
+  EXPECT_FALSE(second.cold_start);
+  EXPECT_EQ(second.worker_pid, first.worker_pid);
+  EXPECT_EQ(exec_.warm_workers(), 1u);
+}
+
+TEST_F(executor_test, native_echo) {
+  auto fn = make_spec("echo", proto::Runtime::native, "echo");
+  auto dir = build_dir() / "examples/echo";
+  auto first = invoke(fn, dir, "ping");
+  ASSERT_EQ(first.status, proto::Status::ok) << first.error;
+  EXPECT_EQ(output_text(first), "ping");
+  EXPECT_TRUE(first.cold_start);
+  std::string big(3 << 20, 'x');
+  auto second = invoke(fn, dir, big);
+  ASSERT_EQ(second.status, proto::Status::ok) << second.error;
+  EXPECT_EQ(second.output.size(), big.size());
+  EXPECT_EQ(output_text(second), big);
+  EXPECT_FALSE(second.cold_start);
+  EXPECT_EQ(second.worker_pid, first.worker_pid);
+}
+
+TEST_F(executor_test, exec_wordcount) {
+  auto fn = make_spec("wordcount", proto::Runtime::exec, "wordcount.sh");
+  auto o = invoke(fn, examples_ / "wordcount", "the quick brown fox\njumps\n");
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  EXPECT_NE(output_text(o).find(R"("words": 5)"), std::string::npos) << output_text(o);
+  EXPECT_NE(output_text(o).find(R"("lines": 2)"), std::string::npos) << output_text(o);
+  EXPECT_EQ(exec_.warm_workers(), 0u);
+}
+
+TEST_F(executor_test, exec_big_payload_round_trip) {
+  std::string big;
+  for (size_t i = 0; big.size() < (2u << 20); ++i) big += "word" + std::to_string(i % 1000) + ' ';
+  auto cat = make_spec("cat", proto::Runtime::exec, "/bin/cat");
+  auto o = invoke(cat, examples_, big);
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  EXPECT_EQ(o.output.size(), big.size());
+  EXPECT_TRUE(output_text(o) == big);
+
+  auto wc = make_spec("wordcount", proto::Runtime::exec, "wordcount.sh");
+  auto counted = invoke(wc, examples_ / "wordcount", big);
+  ASSERT_EQ(counted.status, proto::Status::ok) << counted.error;
+  EXPECT_NE(output_text(counted).find("\"bytes\": " + std::to_string(big.size())), std::string::npos)
+      << output_text(counted);
+}
+
+TEST_F(executor_test, exec_failures) {
+  auto missing = make_spec("missing", proto::Runtime::exec, "no-such-program");
+  auto o = invoke(missing, examples_, "x");
+  EXPECT_EQ(o.status, proto::Status::error);
+  EXPECT_NE(o.error.find("no-such-program"), std::string::npos) << o.error;
+
+  auto false_prog = make_spec("false", proto::Runtime::exec, "/bin/false");
+  auto f = invoke(false_prog, examples_, "");
+  EXPECT_EQ(f.status, proto::Status::error);
+  EXPECT_NE(f.error.find("exited with code 1"), std::string::npos) << f.error;
+}
+
+TEST_F(executor_test, timeout_kills_then_new_worker) {
+  auto fn = make_spec("sleepy", proto::Runtime::python3, "functions.sleepy");
+  auto dir = examples_ / "testing";
+  auto t0 = std::chrono::steady_clock::now();
+  auto slow = invoke(fn, dir, R"({"ms": 5000})", std::chrono::seconds(1));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(slow.status, proto::Status::timeout) << slow.error;
+  EXPECT_LT(took, std::chrono::milliseconds(2500));
+  EXPECT_GE(took, std::chrono::milliseconds(1000));
+
+  auto quick = invoke(fn, dir, R"({"ms": 10})", std::chrono::seconds(1));
+  ASSERT_EQ(quick.status, proto::Status::ok) << quick.error;
+  EXPECT_TRUE(quick.cold_start);
+  EXPECT_NE(quick.worker_pid, slow.worker_pid);
+}
+
+TEST_F(executor_test, crash_reports_signal_and_stderr) {
+  auto fn = make_spec("crashy", proto::Runtime::python3, "functions.crashy");
+  auto dir = examples_ / "testing";
+  auto o = invoke(fn, dir, R"({"how": "kill"})");
+  EXPECT_EQ(o.status, proto::Status::crashed);
+  EXPECT_NE(o.error.find("signal 9"), std::string::npos) << o.error;
+  EXPECT_NE(o.error.find("crashy: about to die"), std::string::npos) << o.error;
+
+  auto e = invoke(fn, dir, R"({"how": "exit"})");
+  EXPECT_EQ(e.status, proto::Status::crashed);
+  EXPECT_NE(e.error.find("exited with code 3"), std::string::npos) << e.error;
+}
+
+TEST_F(executor_test, handler_exception_is_error_with_traceback) {
+  auto fn = make_spec("failing", proto::Runtime::python3, "functions.failing");
+  auto dir = examples_ / "testing";
+  auto o = invoke(fn, dir, "{}");
+  EXPECT_EQ(o.status, proto::Status::error);
+  EXPECT_NE(o.error.find("Traceback"), std::string::npos) << o.error;
+  EXPECT_NE(o.error.find("RuntimeError: failing"), std::string::npos) << o.error;
+  // The worker survives a handler exception.
+  auto again = invoke(fn, dir, "{}");
+  EXPECT_EQ(again.status, proto::Status::error);
+  EXPECT_EQ(again.worker_pid, o.worker_pid);
+}
+
+TEST_F(executor_test, bad_handler_module_is_an_error) {
+  auto fn = make_spec("broken", proto::Runtime::python3, "no_such_module.handle");
+  auto o = invoke(fn, examples_ / "hello", "{}");
+  EXPECT_EQ(o.status, proto::Status::error);
+  EXPECT_NE(o.error.find("no_such_module"), std::string::npos) << o.error;
+}
+
+TEST_F(executor_test, python_raw_bytes_and_env) {
+  auto fn = make_spec("hello", proto::Runtime::python3, "handler.handle");
+  auto o = invoke(fn, examples_ / "hello", "not json");
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  EXPECT_NE(output_text(o).find("Hello, world!"), std::string::npos) << output_text(o);
+}
+
+TEST_F(executor_test, concurrent_invocations_get_their_own_workers) {
+  auto fn = make_spec("sleepy", proto::Runtime::python3, "functions.sleepy");
+  auto dir = examples_ / "testing";
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<outcome> results;
+  for (int i = 0; i < 3; ++i) {
+    exec_.run(work{.function = fn,
+                   .code_dir = dir,
+                   .invocation = make_invocation("sleepy", R"({"ms": 300})"),
+                   .timeout = std::chrono::seconds(5),
+                   .done = [&](outcome&& o) {
+                     std::lock_guard lock(m);
+                     results.push_back(std::move(o));
+                     cv.notify_all();
+                   }});
+  }
+  std::unique_lock lock(m);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return results.size() == 3; }));
+  std::set<pid_t> pids;
+  for (auto& o : results) {
+    EXPECT_EQ(o.status, proto::Status::ok) << o.error;
+    pids.insert(o.worker_pid);
+  }
+  EXPECT_EQ(pids.size(), 3u);
+  EXPECT_EQ(exec_.warm_workers(), 3u);
+}
+
+TEST_F(executor_test, drain_finishes_running_then_rejects) {
+  auto fn = make_spec("sleepy", proto::Runtime::python3, "functions.sleepy");
+  auto dir = examples_ / "testing";
+  auto p = std::make_shared<std::promise<outcome>>();
+  auto f = p->get_future();
+  exec_.run(work{.function = fn,
+                 .code_dir = dir,
+                 .invocation = make_invocation("sleepy", R"({"ms": 300})"),
+                 .timeout = std::chrono::seconds(5),
+                 .done = [p](outcome&& o) { p->set_value(std::move(o)); }});
+  exec_.drain();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  auto o = f.get();
+  EXPECT_EQ(o.status, proto::Status::ok) << o.error;
+  auto later = invoke(fn, dir, R"({"ms": 1})");
+  EXPECT_EQ(later.status, proto::Status::rejected);
+}
+
+TEST_F(executor_test, idle_workers_stop_after_keep_warm) {
+  auto o = options();
+  o.keep_warm = std::chrono::seconds(1);
+  executor short_lived(o);
+  auto fn = make_spec("hello", proto::Runtime::python3, "handler.handle");
+  auto p = std::make_shared<std::promise<outcome>>();
+  auto f = p->get_future();
+  short_lived.run(work{.function = fn,
+                       .code_dir = examples_ / "hello",
+                       .invocation = make_invocation("hello", "{}"),
+                       .timeout = std::chrono::seconds(5),
+                       .done = [p](outcome&& o) { p->set_value(std::move(o)); }});
+  auto r = f.get();
+  ASSERT_EQ(r.status, proto::Status::ok) << r.error;
+  EXPECT_EQ(short_lived.warm_workers(), 1u);
+  for (int i = 0; i < 40 && short_lived.warm_workers() > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(short_lived.warm_workers(), 0u);
+  EXPECT_NE(::kill(r.worker_pid, 0), 0);
+}
+
+}  // namespace
+}  // namespace fnmesh::node
