@@ -80,7 +80,8 @@ void on_async_publish_error(jsCtx*, jsPubAckErr* pae, void*) noexcept {
   }
 }
 
-void on_disconnected(natsConnection*, void*) noexcept {
+void on_disconnected(natsConnection* nc, void*) noexcept {
+  if (natsConnection_IsClosed(nc)) return;  // our own close
   try { log()->warn("disconnected from NATS"); } catch (...) {}
 }
 

@@ -1,0 +1,126 @@
+#include "tests/support/nats_server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <stdexcept>
+#include <thread>
+
+namespace fnmesh::test {
+namespace fs = std::filesystem;
+namespace {
+
+// True when something on 127.0.0.1:port speaks the NATS protocol (sends INFO).
+bool answers(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval tv{0, 500'000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  bool ok = false;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    char buf[5] = {};
+    ok = ::recv(fd, buf, sizeof buf, MSG_WAITALL) == 5 && std::string_view(buf, 5) == "INFO ";
+  }
+  ::close(fd);
+  return ok;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+fs::path nats_server::binary() {
+  if (const char* env = std::getenv("FNMESH_NATS_SERVER"); env && *env) return env;
+  return find_program("nats-server");
+}
+
+nats_server::nats_server(nats_server_options opts)
+    : opts_(std::move(opts)), dir_("fnmesh-nats") {
+  std::ofstream conf(dir_ / "server.conf");
+  conf << "# written by the fnmesh test fixture\n"
+       << "max_payload: 8MB\n"
+       << opts_.extra_config << "\n";
+  conf.close();
+  start(-1);
+}
+
+nats_server::~nats_server() {
+  if (process_) process_->stop(std::chrono::seconds(3));
+}
+
+void nats_server::start(int port) {
+  const fs::path bin = binary();
+  if (bin.empty()) throw std::runtime_error("nats-server not found (install the nats-server package)");
+  const fs::path ports_dir = dir_ / "ports";
+  std::error_code ec;
+  fs::remove_all(ports_dir, ec);
+  fs::create_directories(ports_dir);
+
+  spawn_options so;
+  so.program = bin;
+  so.args = {"-c", (dir_ / "server.conf").string(), "-a", "127.0.0.1", "-p",
+             std::to_string(port), "--ports_file_dir", ports_dir.string()};
+  if (opts_.jetstream) {
+    so.args.push_back("-js");
+    so.args.push_back("-sd");
+    so.args.push_back((dir_ / "js").string());
+  }
+  so.log = dir_ / "nats-server.log";
+  process_.emplace(child_process::spawn(so));
+
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const std::regex url_re("nats://127\\.0\\.0\\.1:([0-9]+)");
+  while (std::chrono::steady_clock::now() < until) {
+    if (!process_->running())
+      throw std::runtime_error("nats-server exited at start:\n" + log_text());
+    {
+      for (const auto& entry : fs::directory_iterator(ports_dir, ec)) {
+        std::smatch m;
+        std::string text = slurp(entry.path());
+        if (std::regex_search(text, m, url_re)) port_ = std::stoi(m[1].str());
+      }
+    }
+    if (port_ > 0 && answers(port_)) {
+      url_ = "nats://127.0.0.1:" + std::to_string(port_);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  throw std::runtime_error("nats-server did not answer within 20 s:\n" + log_text());
+}
+
+bool nats_server::running() { return process_ && process_->running(); }
+
+void nats_server::stop() {
+  if (process_) process_->stop(std::chrono::seconds(10));
+}
+
+void nats_server::kill() {
+  if (process_ && process_->running()) {
+    process_->signal(SIGKILL);
+    process_->wait(std::chrono::seconds(10));
+  }
+}
+
+void nats_server::restart() {
+  if (running()) stop();
+  start(port_);
+}
+
+std::string nats_server::log_text() const { return slurp(dir_ / "nats-server.log"); }
+
+}  // namespace fnmesh::test
