@@ -1,0 +1,318 @@
+// The real fnmesh-collector on an ephemeral loopback port, driven over ZeroMQ as a node
+// and the CLI drive it.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+
+#include "broker/client/collector_client.h"
+#include "flatbuffers/proto.h"
+#include "tests/support/child_process.h"
+#include "tests/support/temp_dir.h"
+
+namespace fs = std::filesystem;
+namespace p = fnmesh::proto;
+using namespace std::chrono_literals;
+using fnmesh::broker::collector_client;
+using fnmesh::broker::collector_reply;
+
+namespace {
+
+fs::path collector_binary() {
+  const char* dir = std::getenv("FNMESH_BIN_DIR");
+  return fs::path(dir ? dir : "build/bin") / "fnmesh-collector";
+}
+
+struct record {
+  std::string id;
+  uint32_t attempt = 1;
+  std::string function = "resize";
+  p::Status status = p::Status::ok;
+  int64_t billed_ms = 1;
+  int64_t memory_limit_bytes = 256ll << 20;
+  int64_t cpu_ns = 0;
+};
+
+std::vector<uint8_t> completion_bytes(const record& r, uint64_t seq) {
+  flatbuffers::FlatBufferBuilder b;
+  p::Timings t(1000, 2000, 3000 + int64_t(seq));
+  auto result = p::CreateResult(b, b.CreateString(r.id), r.status,
+                                b.CreateVector(std::vector<uint8_t>{'o', 'k'}),
+                                b.CreateString(""), b.CreateString("node-1"), false, &t,
+                                r.attempt, 0, b.CreateString("text/plain"));
+  auto usage = p::CreateUsage(b, b.CreateString(r.id), r.attempt, b.CreateString("default"),
+                              b.CreateString(r.function), b.CreateString("node-1"), seq, 5000,
+                              r.cpu_ns, 0, 1 << 20, r.memory_limit_bytes, 0, 0, false,
+                              r.billed_ms, p::AccountingSource::rusage, p::Trigger::cli);
+  b.Finish(p::CreateCompletion(b, result, usage));
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+// A CollectorRequest carrying records with seqs first_seq, first_seq + 1, ...
+std::vector<uint8_t> batch_request(uint64_t request_id, uint64_t first_seq,
+                                   const std::vector<record>& records) {
+  flatbuffers::FlatBufferBuilder b;
+  std::vector<flatbuffers::Offset<p::SpooledCompletion>> items;
+  for (size_t i = 0; i < records.size(); ++i) {
+    auto bytes = completion_bytes(records[i], first_seq + i);
+    items.push_back(p::CreateSpooledCompletion(b, first_seq + i, b.CreateVector(bytes)));
+  }
+  auto batch = p::CreateCompletionBatch(b, b.CreateString("node-1"), b.CreateVector(items));
+  b.Finish(p::CreateCollectorRequest(b, request_id, p::RequestBody::CompletionBatch,
+                                     batch.Union()));
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+std::vector<record> make_records(const std::string& prefix, size_t n, std::mt19937_64& rng) {
+  std::vector<record> out;
+  for (size_t i = 0; i < n; ++i) {
+    record r;
+    r.id = prefix + std::to_string(i);
+    r.function = (i % 3 == 0) ? "thumb" : "resize";
+    r.status = (i % 7 == 0) ? p::Status::error : p::Status::ok;
+    r.billed_ms = 1 + int64_t(rng() % 5000);
+    r.cpu_ns = int64_t(rng() % 1'000'000'000);
+    out.push_back(r);
+  }
+  return out;
+}
+
+struct totals {
+  uint64_t invocations = 0, errors = 0, billed_ms = 0, cpu_ns = 0;
+};
+
+// The collector process and its files; restartable on the same database and port.
+class collector_fixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::exists(collector_binary())) << collector_binary();
+    start("tcp://127.0.0.1:0");
+  }
+
+  void start(const std::string& listen) {
+    fs::remove(dir_ / "endpoint");
+    process_.emplace(fnmesh::test::child_process::spawn(
+        {.program = collector_binary(),
+         .args = {"--listen", listen, "--db", (dir_ / "collector.db").string(),
+                  "--endpoint-file", (dir_ / "endpoint").string()},
+         .log = dir_ / "collector.log"}));
+    for (auto until = std::chrono::steady_clock::now() + 10s;
+         std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(10ms)) {
+      std::ifstream in(dir_ / "endpoint");
+      if (in >> endpoint_) return;
+      ASSERT_TRUE(process_->running()) << process_->log_text();
+    }
+    FAIL() << "the collector did not start: " << process_->log_text();
+  }
+
+  collector_reply ack_of(collector_client& c, const std::vector<uint8_t>& request,
+                         uint64_t request_id) {
+    EXPECT_TRUE(c.send(request));
+    for (;;) {
+      auto reply = c.receive(10s);
+      if (!reply) {
+        ADD_FAILURE() << "no reply: " << reply.error().message() << "\n" << process_->log_text();
+        return collector_reply({});
+      }
+      if (reply->get().request_id() == request_id) return std::move(*reply);
+    }
+  }
+
+  totals usage_totals(collector_client& c, const std::string& group_by = "function") {
+    auto reply = c.query_usage("default", "", 0, 0, group_by, 10s);
+    totals t;
+    if (!reply) {
+      ADD_FAILURE() << "usage query: " << reply.error().message();
+      return t;
+    }
+    const auto* report = reply->get().body_as_UsageReport();
+    if (!report) {
+      ADD_FAILURE() << "not a UsageReport";
+      return t;
+    }
+    if (report->rows())
+      for (const auto* row : *report->rows()) {
+        t.invocations += row->invocations();
+        t.errors += row->errors();
+        t.billed_ms += row->billed_ms();
+        t.cpu_ns += row->cpu_ns();
+      }
+    return t;
+  }
+
+  fnmesh::test::temp_dir dir_{"fnmesh-collector"};
+  std::optional<fnmesh::test::child_process> process_;
+  std::string endpoint_;
+  zmq::context_t ctx_{1};
+};
+
+totals sum(const std::vector<record>& records) {
+  totals t;
+  for (const auto& r : records) {
+    ++t.invocations;
+    t.errors += r.status != p::Status::ok;
+    t.billed_ms += uint64_t(r.billed_ms);
+    t.cpu_ns += uint64_t(r.cpu_ns);
+  }
+  return t;
+}
+
+void expect_totals(const totals& got, const totals& want) {
+  EXPECT_EQ(got.invocations, want.invocations);
+  EXPECT_EQ(got.errors, want.errors);
+  EXPECT_EQ(got.billed_ms, want.billed_ms);
+  EXPECT_EQ(got.cpu_ns, want.cpu_ns);
+}
+
+}  // namespace
+
+TEST_F(collector_fixture, batches_are_acked_after_commit_and_survive_sigkill) {
+  std::mt19937_64 rng(7);
+  collector_client client(ctx_, endpoint_);
+  auto first = make_records("first-", 300, rng);
+  auto second = make_records("second-", 200, rng);
+
+  auto ack1 = ack_of(client, batch_request(1, 1, first), 1);
+  const auto* a1 = ack1.get().body_as_BatchAck();
+  ASSERT_NE(a1, nullptr);
+  EXPECT_EQ(p::view(a1->node_id()), "node-1");
+  EXPECT_EQ(a1->last_seq(), 300u);
+  EXPECT_EQ(a1->stored(), 300u);
+  EXPECT_EQ(a1->duplicates(), 0u);
+
+  auto ack2 = ack_of(client, batch_request(2, 301, second), 2);
+  ASSERT_NE(ack2.get().body_as_BatchAck(), nullptr);
+  EXPECT_EQ(ack2.get().body_as_BatchAck()->last_seq(), 500u);
+  EXPECT_EQ(ack2.get().body_as_BatchAck()->stored(), 200u);
+
+  std::vector<record> all = first;
+  all.insert(all.end(), second.begin(), second.end());
+  expect_totals(usage_totals(client), sum(all));
+
+  // Acked means committed: SIGKILL, restart on the same database and port, same totals.
+  ASSERT_TRUE(process_->signal(SIGKILL));
+  ASSERT_TRUE(process_->wait(5s));
+  const std::string same_port = endpoint_;
+  start(same_port);
+  ASSERT_EQ(endpoint_, same_port);
+  expect_totals(usage_totals(client), sum(all));
+
+  // A node that never saw the ack resends: every record is a duplicate, totals unchanged.
+  auto replay = ack_of(client, batch_request(3, 1, first), 3);
+  const auto* r = replay.get().body_as_BatchAck();
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->stored(), 0u);
+  EXPECT_EQ(r->duplicates(), 300u);
+  EXPECT_EQ(r->last_seq(), 300u);
+  expect_totals(usage_totals(client), sum(all));
+
+  // One attempt read back whole.
+  auto act = client.query_activation("second-5", 10s);
+  ASSERT_TRUE(act);
+  const auto* report = act->get().body_as_ActivationReport();
+  ASSERT_NE(report, nullptr);
+  ASSERT_NE(report->attempts(), nullptr);
+  ASSERT_EQ(report->attempts()->size(), 1u);
+  const auto* c = report->attempts()->Get(0);
+  ASSERT_NE(c->result(), nullptr);
+  ASSERT_NE(c->usage(), nullptr);
+  EXPECT_EQ(p::view(c->result()->invocation_id()), "second-5");
+  EXPECT_EQ(p::text(p::bytes(c->result()->output())), "ok");
+  EXPECT_EQ(c->usage()->billed_duration_ms(), second[5].billed_ms);
+  EXPECT_EQ(c->usage()->node_seq(), 306u);
+
+  ASSERT_EQ(process_->stop(), 0) << process_->log_text();
+}
+
+TEST_F(collector_fixture, a_batch_sent_while_the_collector_is_down_is_acked_after_restart) {
+  std::mt19937_64 rng(11);
+  collector_client client(ctx_, endpoint_);
+  auto early = make_records("early-", 10, rng);
+  ASSERT_NE(ack_of(client, batch_request(1, 1, early), 1).get().body_as_BatchAck(), nullptr);
+
+  ASSERT_TRUE(process_->signal(SIGKILL));
+  ASSERT_TRUE(process_->wait(5s));
+  auto late = make_records("late-", 25, rng);
+  ASSERT_TRUE(client.send(batch_request(2, 11, late)));  // queued by ZeroMQ meanwhile
+  auto nothing = client.receive(300ms);
+  EXPECT_FALSE(nothing);
+
+  start(endpoint_);
+  auto reply = client.receive(15s);
+  ASSERT_TRUE(reply) << reply.error().message() << "\n" << process_->log_text();
+  const auto* ack = reply->get().body_as_BatchAck();
+  ASSERT_NE(ack, nullptr);
+  EXPECT_EQ(ack->stored(), 25u);
+  EXPECT_EQ(ack->last_seq(), 35u);
+  std::vector<record> all = early;
+  all.insert(all.end(), late.begin(), late.end());
+  expect_totals(usage_totals(client), sum(all));
+}
+
+TEST_F(collector_fixture, garbage_is_dropped_and_counted_and_the_collector_keeps_serving) {
+  std::mt19937_64 rng(3);
+  {
+    zmq::socket_t raw(ctx_, zmq::socket_type::dealer);
+    raw.set(zmq::sockopt::linger, 1000);
+    raw.connect(endpoint_);
+    std::vector<uint8_t> noise(512);
+    for (auto& b : noise) b = uint8_t(rng());
+    raw.send(zmq::buffer(noise));                                  // 1: random bytes
+    raw.send(zmq::str_buffer("two"), zmq::send_flags::sndmore);   // 2: two frames
+    auto valid = batch_request(9, 1, make_records("never-", 1, rng));
+    raw.send(zmq::buffer(valid));
+    auto truncated = batch_request(10, 1, make_records("cut-", 5, rng));
+    truncated.resize(truncated.size() / 2);
+    raw.send(zmq::buffer(truncated));                             // 3: a torn request
+    std::vector<uint8_t> oversized(p::max_message_bytes + 1024, 0);
+    raw.send(zmq::buffer(oversized));                             // 4: over the limit
+    raw.send(zmq::message_t(), zmq::send_flags::none);            // 5: empty
+  }
+  collector_client client(ctx_, endpoint_);
+  // Still serving: a real batch after the garbage is stored and acked.
+  auto good = make_records("good-", 4, rng);
+  auto ack = ack_of(client, batch_request(77, 1, good), 77);
+  ASSERT_NE(ack.get().body_as_BatchAck(), nullptr);
+  EXPECT_EQ(ack.get().body_as_BatchAck()->stored(), 4u);
+  expect_totals(usage_totals(client), sum(good));  // nothing from the garbage was stored
+
+  // An unknown grouping is an answer, not a crash.
+  auto bad = client.query_usage("default", "", 0, 0, "colour", 10s);
+  ASSERT_TRUE(bad);
+  const auto* err = bad->get().body_as_ErrorReply();
+  ASSERT_NE(err, nullptr);
+  EXPECT_NE(p::view(err->message()).find("colour"), std::string_view::npos);
+
+  EXPECT_EQ(process_->stop(), 0);
+  const auto log = process_->log_text();
+  EXPECT_NE(log.find("dropped a malformed message from"), std::string::npos) << log;
+  EXPECT_NE(log.find("5 malformed"), std::string::npos) << log;
+  // Rate-limited: one line for the one peer, not one per message.
+  size_t lines = 0;
+  for (size_t at = log.find("dropped a malformed"); at != std::string::npos;
+       at = log.find("dropped a malformed", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1u) << log;
+}
+
+TEST_F(collector_fixture, a_second_collector_on_a_taken_port_refuses_with_one_line) {
+  auto second = fnmesh::test::child_process::spawn(
+      {.program = collector_binary(),
+       .args = {"--listen", endpoint_, "--db", (dir_ / "other.db").string()},
+       .log = dir_ / "second.log"});
+  auto code = second.wait(10s);
+  ASSERT_TRUE(code);
+  EXPECT_EQ(*code, 1);
+  const auto log = second.log_text();
+  EXPECT_NE(log.find("cannot listen on " + endpoint_), std::string::npos) << log;
+  EXPECT_TRUE(process_->running());
+}
