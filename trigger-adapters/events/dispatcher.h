@@ -1,0 +1,80 @@
+#pragma once
+// dispatcher: the events adapter. Pulls events from stream FNMESH_EVENTS through one
+// durable pull consumer and publishes one invocation per event per subscribed function
+// (FunctionSpec.triggers.events, NATS wildcards), then acks the event.
+#include <nats/nats.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "broker/client/connection.h"
+#include "broker/client/function_registry.h"
+#include "broker/client/invoker.h"
+#include "broker/client/subjects.h"
+
+namespace fnmesh::events_adapter {
+
+struct dispatcher_options {
+  std::string tenant = std::string(broker::default_tenant);
+  int batch = 64;                                // events per fetch
+  std::chrono::milliseconds fetch_wait{500};     // also bounds how long stop() takes
+  std::chrono::seconds ack_wait{30};             // redelivery of an event left unacked
+};
+
+// What the dispatcher did since it started; read from any thread.
+struct dispatcher_counters {
+  std::atomic<uint64_t> events{0};          // events acked
+  std::atomic<uint64_t> invocations{0};     // invocations published (dedup copies included)
+  std::atomic<uint64_t> unmatched{0};       // events no function subscribes to
+  std::atomic<uint64_t> refused{0};         // invocations the invoker refused (too large, ...)
+  std::atomic<uint64_t> retried{0};         // events nak'ed because a publish failed
+};
+
+// The durable consumer name: "events-adapter" for the default tenant, else
+// "events-adapter-<tenant>" (each tenant's adapter must see every event).
+std::string durable_name(std::string_view tenant);
+
+// The functions of `tenant` in `all` that subscribe to `subject` (the part after
+// "fnmesh.events."), each once however many of its patterns match.
+std::vector<broker::function_ptr> subscribers(std::span<const broker::function_ptr> all,
+                                              std::string_view tenant,
+                                              std::string_view subject);
+
+// Owns the pull subscription. run() on one thread; stop() from any thread (signals).
+class dispatcher {
+ public:
+  // Creates the durable consumer if missing (AckExplicit, DeliverAll: events stored before
+  // the first start are not lost) and binds to it. Fails with a clear message.
+  static result<std::unique_ptr<dispatcher>> open(broker::connection& conn,
+                                                  broker::function_registry& registry,
+                                                  broker::invoker& invoker,
+                                                  dispatcher_options opts);
+  ~dispatcher();
+  dispatcher(const dispatcher&) = delete;
+  dispatcher& operator=(const dispatcher&) = delete;
+
+  void run();            // fetches and dispatches until stop()
+  void stop() noexcept;  // async-signal-safe
+  const dispatcher_counters& counters() const noexcept { return counters_; }
+
+ private:
+  dispatcher(broker::connection& conn, broker::function_registry& registry,
+             broker::invoker& invoker, dispatcher_options opts, natsSubscription* sub)
+      : conn_(conn), registry_(registry), invoker_(invoker), opts_(std::move(opts)), sub_(sub) {}
+  // true: every subscriber got its invocation (or refused it for good); ack the event.
+  bool dispatch(natsMsg* msg);
+
+  broker::connection& conn_;
+  broker::function_registry& registry_;
+  broker::invoker& invoker_;
+  dispatcher_options opts_;
+  natsSubscription* sub_;
+  std::atomic<bool> stop_{false};
+  dispatcher_counters counters_;
+};
+
+}  // namespace fnmesh::events_adapter
