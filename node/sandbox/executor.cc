@@ -189,6 +189,8 @@ struct executor::impl {
   std::thread thread_;
   pid_t self_pid_ = ::getpid();
   int64_t tick_ns_ = 1'000'000'000 / std::max<long>(1, ::sysconf(_SC_CLK_TCK));
+  int64_t spin_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.spin).count();
+  int64_t last_activity_mono_ = 0;  // loop thread: last frame sent or result taken
 
   std::mutex mutex_;
   std::vector<work> queued_;
@@ -254,7 +256,15 @@ struct executor::impl {
         ts.tv_nsec = wait % 1'000'000'000;
         timeout = &ts;
       }
-      int n = ::epoll_pwait2(epoll_.get(), events, 64, timeout, nullptr);
+      int n = 0;
+      if (busy_ > 0 && spin_ns_ > 0) {
+        // A warm reply usually comes within tens of microseconds: catch it awake.
+        const timespec zero{};
+        int64_t until = last_activity_mono_ + spin_ns_;
+        while ((n = ::epoll_pwait2(epoll_.get(), events, 64, &zero, nullptr)) == 0 && mono_now_ns() < until) {
+        }
+      }
+      if (n == 0) n = ::epoll_pwait2(epoll_.get(), events, 64, timeout, nullptr);
       if (n < 0 && errno != EINTR) {
         log_->error("epoll_pwait2: {}", std::strerror(errno));
         continue;
@@ -426,7 +436,8 @@ struct executor::impl {
     j.out.cold_start = cold;
     j.out.worker_pid = w.pid;
     j.out.started_ns = unix_now_ns();
-    j.deadline_mono = mono_now_ns() + std::chrono::duration_cast<std::chrono::nanoseconds>(j.w.timeout).count();
+    last_activity_mono_ = mono_now_ns();
+    j.deadline_mono = last_activity_mono_ + std::chrono::duration_cast<std::chrono::nanoseconds>(j.w.timeout).count();
     store_le32(j.header, uint32_t(j.w.invocation.size()));
     w.idle_since_mono = 0;
     ++busy_;
@@ -716,6 +727,7 @@ struct executor::impl {
       return false;
     }
     job& j = *w.current;
+    last_activity_mono_ = mono_now_ns();
     auto out = proto::bytes(res->output());
     j.out.output.assign(out.begin(), out.end());
     j.out.content_type = std::string(proto::view(res->content_type()));

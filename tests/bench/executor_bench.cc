@@ -1,0 +1,135 @@
+// Warm round trip through the executor: run() on the caller's thread, the frame to the
+// worker and back, done() on the loop thread, the caller woken. Nothing else (no NATS).
+#include <benchmark/benchmark.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+
+#include "node/sandbox/executor.h"
+
+namespace fnmesh::node {
+namespace {
+
+std::filesystem::path dir_from(const char* env, const char* fallback) {
+  const char* v = std::getenv(env);
+  return v && *v ? std::filesystem::path(v) : std::filesystem::path(fallback);
+}
+
+broker::function_ptr spec(const char* name, proto::Runtime runtime, const char* handler) {
+  flatbuffers::FlatBufferBuilder b;
+  b.Finish(proto::CreateFunctionSpecDirect(b, name, "v1", "bench", runtime, handler));
+  auto bytes = proto::bytes(b);
+  return std::make_shared<broker::function_record>(std::vector<uint8_t>(bytes.begin(), bytes.end()));
+}
+
+std::vector<uint8_t> invocation(const char* function, std::string_view payload) {
+  flatbuffers::FlatBufferBuilder b;
+  std::vector<uint8_t> data(payload.begin(), payload.end());
+  b.Finish(proto::CreateInvocationDirect(b, "01BENCH", "bench", function, "v1", &data, "application/json"));
+  auto bytes = proto::bytes(b);
+  return {bytes.begin(), bytes.end()};
+}
+
+std::filesystem::path source_dir() { return dir_from("FNMESH_SOURCE_DIR", FNMESH_BENCH_SOURCE_DIR); }
+std::filesystem::path build_dir() { return dir_from("FNMESH_BUILD_DIR", FNMESH_BENCH_BUILD_DIR); }
+
+void round_trip(benchmark::State& state, proto::Runtime runtime, const char* name, const char* handler,
+                const std::filesystem::path& code_dir, std::string_view payload) {
+  auto source = source_dir();
+  auto build = build_dir();
+  // Argument: the loop's spin before blocking, in microseconds.
+  executor exec(executor_options{.python_shim = source / "node/runtimes/python/shim.py",
+                                 .python_proto_dir = build / "python",
+                                 .spin = std::chrono::microseconds(state.range(0))});
+  auto fn = spec(name, runtime, handler);
+  auto inv = invocation(name, payload);
+  std::atomic<uint32_t> finished{0};
+  proto::Status last = proto::Status::ok;
+  auto once = [&] {
+    uint32_t before = finished.load(std::memory_order_acquire);
+    exec.run(work{.function = fn,
+                  .code_dir = code_dir,
+                  .invocation = inv,
+                  .timeout = std::chrono::seconds(10),
+                  .done =
+                      [&](outcome&& o) {
+                        last = o.status;
+                        finished.fetch_add(1, std::memory_order_release);
+                        finished.notify_one();
+                      }});
+    finished.wait(before, std::memory_order_acquire);
+  };
+  once();  // the cold start
+  if (last != proto::Status::ok) {
+    state.SkipWithError("the warm-up invocation failed");
+    return;
+  }
+  for (auto _ : state) once();
+  if (last != proto::Status::ok) state.SkipWithError("an invocation failed");
+  state.SetItemsProcessed(state.iterations());
+}
+
+void native_echo(benchmark::State& state) {
+  round_trip(state, proto::Runtime::native, "echo", "echo", build_dir() / "examples/echo", "{}");
+}
+void python_hello(benchmark::State& state) {
+  round_trip(state, proto::Runtime::python3, "hello", "handler.handle", source_dir() / "examples/hello", R"({"name":"bench"})");
+}
+void native_echo_64k(benchmark::State& state) {
+  round_trip(state, proto::Runtime::native, "echo", "echo", build_dir() / "examples/echo", std::string(64 * 1024, 'x'));
+}
+
+// The floor: the same frames to the echo worker over a socketpair with blocking calls
+// on one thread, no event loop and no thread hand-off.
+void raw_socketpair_echo(benchmark::State& state) {
+  int sp[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
+    state.SkipWithError("socketpair");
+    return;
+  }
+  auto program = build_dir() / "examples/echo/echo";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(sp[1], 3);
+    ::execl(program.c_str(), program.c_str(), nullptr);
+    ::_exit(127);
+  }
+  ::close(sp[1]);
+  auto inv = invocation("echo", "{}");
+  std::vector<uint8_t> frame(4 + inv.size());
+  uint32_t n = uint32_t(inv.size());
+  std::memcpy(frame.data(), &n, 4);
+  std::memcpy(frame.data() + 4, inv.data(), inv.size());
+  std::vector<uint8_t> reply(1 << 16);
+  for (auto _ : state) {
+    if (::write(sp[0], frame.data(), frame.size()) != ssize_t(frame.size())) break;
+    uint32_t want = 0;
+    size_t got = 0;
+    while (got < 4 || got < 4 + want) {
+      ssize_t r = ::read(sp[0], reply.data() + got, reply.size() - got);
+      if (r <= 0) break;
+      got += size_t(r);
+      if (got >= 4) std::memcpy(&want, reply.data(), 4);
+    }
+  }
+  ::close(sp[0]);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  state.SetItemsProcessed(state.iterations());
+}
+
+BENCHMARK(raw_socketpair_echo)->UseRealTime()->MinTime(2.0);
+BENCHMARK(native_echo)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
+BENCHMARK(native_echo_64k)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
+BENCHMARK(python_hello)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
+
+}  // namespace
+}  // namespace fnmesh::node
+
+BENCHMARK_MAIN();
