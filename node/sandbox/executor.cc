@@ -479,19 +479,22 @@ struct executor::impl {
       argv.owned[0] = path;
     }
 
-    envp.owned = {"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8", "HOME=/tmp"};
-    if (auto* env = spec.env()) {
-      for (const auto* kv : *env) {
-        if (!kv || !kv->key()) continue;
-        envp.owned.push_back(std::string(proto::view(kv->key())) + "=" + std::string(proto::view(kv->value())));
-      }
-    }
+    // Each name once: the spec's env may override the defaults, never the FNMESH_* names.
     auto add = [&](std::string_view k, std::string_view v) {
       std::string s(k);
       s += '=';
+      std::erase_if(envp.owned, [&](const std::string& e) { return e.starts_with(s); });
       s += v;
       envp.owned.push_back(std::move(s));
     };
+    add("PATH", "/usr/local/bin:/usr/bin:/bin");
+    add("LANG", "C.UTF-8");
+    add("HOME", "/tmp");
+    if (auto* env = spec.env()) {
+      for (const auto* kv : *env) {
+        if (kv && kv->key() && kv->key()->size() > 0) add(proto::view(kv->key()), proto::view(kv->value()));
+      }
+    }
     add("FNMESH_FUNCTION", proto::view(spec.name()));
     add("FNMESH_TENANT", proto::view(spec.tenant()));
     add("FNMESH_VERSION", proto::view(spec.version()));
@@ -880,6 +883,11 @@ struct executor::impl {
     rusage ru{};
     pid_t r = ::wait4(w.pid, &status, WNOHANG, &ru);
     if (r == 0) return;
+    if (r < 0) {
+      // Someone else in this process reaped it (waitpid(-1)): the status is lost.
+      log_->warn("{}: worker {} was reaped elsewhere: {}", w.function, w.pid, std::strerror(errno));
+      status = W_EXITCODE(0, SIGKILL);
+    }
     unwatch(w.pidfd);
     // Whatever the process wrote before it ended is still in the pipes.
     read_pipe(w, w.out, false);
