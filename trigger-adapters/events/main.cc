@@ -24,8 +24,7 @@ int serve(const std::string& nats_url, fnmesh::events_adapter::dispatcher_option
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto conn = broker::connection::connect({.urls = nats_url, .name = "fnmesh-events"});
-  if (!conn) throw std::runtime_error("cannot connect to NATS at " + nats_url + ": " +
-                                      conn.error().message());
+  if (!conn) throw std::runtime_error(conn.error().message());  // names the URL
   auto registry = broker::function_registry::open(**conn);
   if (!registry)
     throw std::runtime_error("cannot read the function registry: " + registry.error().message());

@@ -28,8 +28,7 @@ int serve(const std::string& nats_url, fnmesh::http_adapter::server_options opts
           const std::string& port_file) {
   namespace broker = fnmesh::broker;
   auto conn = broker::connection::connect({.urls = nats_url, .name = "fnmesh-http"});
-  if (!conn) throw std::runtime_error("cannot connect to NATS at " + nats_url + ": " +
-                                      conn.error().message());
+  if (!conn) throw std::runtime_error(conn.error().message());  // names the URL
   auto registry = broker::function_registry::open(**conn);
   if (!registry)
     throw std::runtime_error("cannot read the function registry: " + registry.error().message());
