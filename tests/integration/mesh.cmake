@@ -1,0 +1,12 @@
+# The whole path with real processes: nats-server, fnmesh-collector, fnmesh-node(s), the
+# events adapter and the fnmesh CLI, driven by what a user sees (results, billing).
+fnmesh_test(NAME mesh_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/mesh_test.cc
+  DEPS fnmesh::broker_client fnmesh::test_support
+  LABELS integration
+  TIMEOUT 400)
+foreach(dep fnmesh-node fnmesh-collector fnmesh-events fnmesh example_echo)
+  if(TARGET ${dep})
+    add_dependencies(mesh_test ${dep})
+  endif()
+endforeach()
