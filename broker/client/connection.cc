@@ -130,6 +130,10 @@ result<std::unique_ptr<connection>> connection::connect(const connect_options& o
   if (s != NATS_OK) {
     const char* last = nats_GetLastError(nullptr);
     std::string reason = last && *last ? last : natsStatus_GetText(s);
+    // nats.c prefixes its text with the source location: "(conn.c:2088): ".
+    if (reason.starts_with("(")) {
+      if (size_t end = reason.find("): "); end != std::string::npos) reason.erase(0, end + 3);
+    }
     return fail(detailed().make("cannot reach NATS at " + opts.urls + ": " + reason));
   }
 

@@ -214,6 +214,15 @@ void pull_requests::on_message(natsConnection*, natsSubscription*, natsMsg* m,
       std::string_view subject = natsMsg_GetSubject(m);
       size_t dot = subject.rfind('.');
       uint64_t id = dot == subject.npos ? 0 : to_u64(subject.substr(dot + 1));
+      const char* server_pending = nullptr;
+      if (natsMsgHeader_Get(m, "Nats-Pending-Messages", &server_pending) == NATS_OK &&
+          server_pending) {
+        std::lock_guard lock(self->mutex_);
+        auto it = self->pending_.find(id);
+        if (it != self->pending_.end() && it->second.remaining != to_u64(server_pending))
+          log()->debug("pull request {}: server says {} undelivered, attributed {}", id,
+                       server_pending, it->second.remaining);
+      }
       if (code != 408 && code != 404) {
         const char* desc = nullptr;
         natsMsgHeader_Get(m, "Description", &desc);

@@ -487,6 +487,31 @@ TEST_F(pulling, several_waiting_requests_on_one_consumer_are_each_served_once) {
   }
 }
 
+TEST_F(pulling, waiting_batches_are_served_round_robin_as_the_server_does) {
+  deploy("default", "echo");
+  auto a = pulls_->request(consumer_name("default", "echo"), 3, 600ms);
+  auto b = pulls_->request(consumer_name("default", "echo"), 3, 700ms);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(conn_->flush());
+  invoker inv(*conn_, nullptr);
+  invocation_request req;
+  req.function = "echo";
+  ASSERT_TRUE(inv.invoke(req));
+  ASSERT_TRUE(inv.invoke(req));
+  auto d1 = deliveries_.pop();
+  auto d2 = deliveries_.pop();
+  ASSERT_TRUE(d1 && d2);
+  EXPECT_EQ(d1->request_id, *a);
+  EXPECT_EQ(d2->request_id, *b);
+  // nats-server reports Nats-Pending-Messages 2 for each: the local count agrees.
+  for (int i = 0; i < 2; ++i) {
+    auto e = ends_.pop(3s);
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->undelivered, 2u);
+    EXPECT_EQ(e->status, 408);
+  }
+}
+
 TEST_F(pulling, a_request_for_a_missing_consumer_ends_with_503) {
   auto id = pulls_->request("fn_default_missing", 2, 200ms);
   ASSERT_TRUE(id);
