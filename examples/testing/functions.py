@@ -20,3 +20,21 @@ def crashy(event, ctx):
 
 def failing(event, ctx):
     raise RuntimeError("failing: this handler always raises")
+
+
+def inspect(event, ctx):
+    """Echoes what the runtime handed over: the event, the context and the environment."""
+    return {
+        "event": event if not isinstance(event, bytes) else {"bytes": len(event)},
+        "invocation_id": ctx.invocation_id,
+        "tenant": ctx.tenant,
+        "function": ctx.function,
+        "version": ctx.version,
+        "trigger": ctx.trigger,
+        "source": ctx.source,
+        "attempt": ctx.attempt,
+        "content_type": ctx.content_type,
+        "remaining_ms": ctx.remaining_ms(),
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("FNMESH_", "GREETING"))},
+        "cwd": os.getcwd(),
+    }

@@ -6,6 +6,7 @@
 
 #include <condition_variable>
 #include <cstdlib>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <set>
@@ -35,13 +36,16 @@ broker::function_ptr make_spec(const std::string& name, proto::Runtime runtime, 
   return std::make_shared<broker::function_record>(std::vector<uint8_t>(bytes.begin(), bytes.end()));
 }
 
-std::vector<uint8_t> make_invocation(const std::string& function, std::string_view payload) {
+std::vector<uint8_t> make_invocation(const std::string& function, std::string_view payload,
+                                     proto::Trigger trigger = proto::Trigger::cli, int64_t deadline_ns = 0,
+                                     uint32_t attempt = 1) {
   static int counter = 0;
   flatbuffers::FlatBufferBuilder b;
   std::vector<uint8_t> data(payload.begin(), payload.end());
   std::string id = "inv-" + std::to_string(++counter);
   auto inv = proto::CreateInvocationDirect(b, id.c_str(), "test", function.c_str(), "v1", &data,
-                                           "application/json", proto::Trigger::cli, "test");
+                                           "application/json", trigger, "orders.created", deadline_ns, 0,
+                                           attempt);
   b.Finish(inv);
   auto bytes = proto::bytes(b);
   return {bytes.begin(), bytes.end()};
@@ -63,11 +67,17 @@ class executor_test : public ::testing::Test {
 
   outcome invoke(const broker::function_ptr& fn, const std::filesystem::path& code_dir, std::string_view payload,
                  std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    return invoke_buffer(fn, code_dir, make_invocation(std::string(proto::view(fn->spec().name())), payload),
+                         timeout);
+  }
+
+  outcome invoke_buffer(const broker::function_ptr& fn, const std::filesystem::path& code_dir,
+                        std::vector<uint8_t> invocation, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
     auto p = std::make_shared<std::promise<outcome>>();
     auto f = p->get_future();
     exec_.run(work{.function = fn,
                    .code_dir = code_dir,
-                   .invocation = make_invocation(std::string(proto::view(fn->spec().name())), payload),
+                   .invocation = std::move(invocation),
                    .timeout = timeout,
                    .done = [p](outcome&& o) { p->set_value(std::move(o)); }});
     EXPECT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
@@ -148,6 +158,50 @@ TEST_F(executor_test, exec_failures) {
   auto f = invoke(false_prog, examples_, "");
   EXPECT_EQ(f.status, proto::Status::error);
   EXPECT_NE(f.error.find("exited with code 1"), std::string::npos) << f.error;
+}
+
+TEST_F(executor_test, exec_killed_by_signal_and_timeout) {
+  auto dir = std::filesystem::temp_directory_path() / ("fnmesh-exec-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream script(dir / "die.sh");
+    script << "#!/bin/sh\necho dying >&2\nkill -SEGV $$\n";
+  }
+  std::filesystem::permissions(dir / "die.sh", std::filesystem::perms::owner_all);
+  auto die = make_spec("die", proto::Runtime::exec, "die.sh");
+  auto o = invoke(die, dir, "x");
+  EXPECT_EQ(o.status, proto::Status::crashed);
+  EXPECT_NE(o.error.find("signal 11"), std::string::npos) << o.error;
+  EXPECT_NE(o.error.find("dying"), std::string::npos) << o.error;
+
+  auto sleeper = make_spec("sleeper", proto::Runtime::exec, "/bin/sleep 30");
+  auto t0 = std::chrono::steady_clock::now();
+  auto t = invoke(sleeper, dir, "", std::chrono::milliseconds(300));
+  EXPECT_EQ(t.status, proto::Status::timeout) << t.error;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(executor_test, python_context_and_env) {
+  auto fn = make_spec("inspect", proto::Runtime::python3, "functions.inspect", {{"GREETING", "hi"}});
+  const int64_t deadline = int64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::system_clock::now().time_since_epoch())
+                                       .count()) +
+                           4'000'000'000;
+  auto o = invoke_buffer(fn, examples_ / "testing",
+                         make_invocation("inspect", R"({"k": [1, 2]})", proto::Trigger::event, deadline, 2));
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  auto out = output_text(o);
+  for (const char* want : {R"("event": {"k": [1, 2]})", R"("function": "inspect")", R"("tenant": "test")",
+                           R"("trigger": "event")", R"("source": "orders.created")", R"("attempt": 2)",
+                           R"("GREETING": "hi")", R"("FNMESH_FUNCTION": "inspect")", R"("FNMESH_RUNTIME": "python3")",
+                           R"("invocation_id": "inv-)", "examples/testing\""})
+    EXPECT_NE(out.find(want), std::string::npos) << want << " in " << out;
+  auto at = out.find(R"("remaining_ms": )");
+  ASSERT_NE(at, std::string::npos);
+  int remaining = std::stoi(out.substr(at + 16));
+  EXPECT_GT(remaining, 3000);
+  EXPECT_LE(remaining, 4000);
 }
 
 TEST_F(executor_test, timeout_kills_then_new_worker) {
