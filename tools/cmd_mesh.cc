@@ -1,0 +1,340 @@
+// fnmesh up | down | status: the local mesh under $FNMESH_HOME.
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "broker/client/subjects.h"
+#include "broker/client/topology.h"
+#include "common/clock.h"
+#include "tools/cli.h"
+#include "tools/mesh.h"
+
+namespace fnmesh::cli {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+constexpr std::string_view node_id = "node-1";
+
+struct up_options {
+  std::string ports;
+  int nats_port = 4222;
+  int collector_port = 7700;
+  int http_port = 8080;
+  unsigned slots = 0;
+  int wait_s = 30;
+};
+
+// Polls `ready` until it holds, `running` fails, or the time is up.
+template <class Ready, class Running>
+bool wait_for(Ready ready, Running running, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (ready()) return true;
+    if (!running()) return false;
+    std::this_thread::sleep_for(50ms);
+  }
+  return ready();
+}
+
+// The mesh being started: what runs so far, written to status.json after every step so
+// that `down` can always clean up.
+class mesh_start {
+ public:
+  mesh_start(fs::path home, json endpoints) : home_(std::move(home)), endpoints_(std::move(endpoints)) {}
+
+  fs::path log(std::string_view name) const { return home_ / "logs" / (std::string(name) + ".log"); }
+
+  result<void> start(daemon_process d) {
+    if (auto ok = spawn(d, log(d.name)); !ok) return ok;
+    std::ofstream(home_ / "run" / (d.name + ".pid")) << d.pid << "\n";
+    started_.push_back(std::move(d));
+    write(false);
+    return {};
+  }
+  const daemon_process& last() const { return started_.back(); }
+
+  // Prints why `name` failed with its log tail, stops what runs; returns 1.
+  int abort(const std::string& name, const std::string& why) {
+    std::fprintf(stderr, "fnmesh: %s %s; last lines of %s:\n%s", name.c_str(), why.c_str(),
+                 log(name).c_str(), tail(log(name), 20).c_str());
+    for (auto it = started_.rbegin(); it != started_.rend(); ++it) {
+      stop(it->pid, it->binary, 5s);
+      fs::remove(home_ / "run" / (it->name + ".pid"));
+    }
+    fs::remove(home_ / "status.json");
+    return 1;
+  }
+
+  void write(bool ready) const {
+    json status = endpoints_;
+    status["home"] = home_.string();
+    status["ready"] = ready;
+    status["started_ns"] = unix_now_ns();
+    status["components"] = json::array();
+    for (const auto& d : started_)
+      status["components"].push_back({{"name", d.name},
+                                      {"pid", d.pid},
+                                      {"endpoint", d.endpoint},
+                                      {"binary", d.binary.string()},
+                                      {"log", log(d.name).string()}});
+    const fs::path tmp = home_ / "status.json.tmp";
+    std::ofstream(tmp) << status.dump(2) << "\n";
+    fs::rename(tmp, home_ / "status.json");
+  }
+
+ private:
+  fs::path home_;
+  json endpoints_;
+  std::vector<daemon_process> started_;
+};
+
+bool any_alive(const json& status) {
+  for (const auto& c : status.value("components", json::array()))
+    if (alive(c.value("pid", -1), c.value("binary", ""))) return true;
+  return false;
+}
+
+void remove_state(const fs::path& home, const json& status) {
+  for (const auto& c : status.value("components", json::array()))
+    fs::remove(home / "run" / (c.value("name", "") + ".pid"));
+  fs::remove(home / "status.json");
+}
+
+result<std::unique_ptr<broker::connection>> connect_retrying(const std::string& url,
+                                                             std::chrono::milliseconds limit) {
+  broker::connect_options opts;
+  opts.urls = url;
+  opts.name = "fnmesh-up";
+  opts.reconnect = false;
+  opts.timeout = 1000ms;
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    auto conn = broker::connection::connect(opts);
+    if (conn || std::chrono::steady_clock::now() > deadline) return conn;
+    std::this_thread::sleep_for(100ms);
+  }
+}
+
+int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
+  const fs::path home = ctx.home();
+  if (auto status = read_status(home)) {
+    if (any_alive(*status)) {
+      fail("the mesh in " + home.string() +
+           " is already up (fnmesh status shows it; fnmesh down stops it)");
+      return 3;
+    }
+    remove_state(home, *status);  // left over from a mesh that died
+  }
+
+  int nats_port = o.nats_port, collector_port = o.collector_port, http_port = o.http_port;
+  if (o.ports == "auto") {
+    auto free = pick_free_ports(3);
+    if (!free) return fail("cannot pick free ports: " + free.error().message());
+    if (cmd.count("--nats-port") == 0) nats_port = (*free)[0];
+    if (cmd.count("--collector-port") == 0) collector_port = (*free)[1];
+    if (cmd.count("--http-port") == 0) http_port = (*free)[2];
+  } else if (!o.ports.empty()) {
+    return fail("--ports takes only \"auto\"");
+  }
+
+  const auto nats_server = find_nats_server();
+  if (!nats_server)
+    return fail("nats-server not found on PATH, in /usr/sbin or /usr/bin (tools/setup.sh installs it)");
+  const fs::path collector_bin = sibling_binary("fnmesh-collector");
+  const fs::path node_bin = sibling_binary("fnmesh-node");
+  const fs::path http_bin = sibling_binary("fnmesh-http");
+  const fs::path events_bin = sibling_binary("fnmesh-events");
+  for (const auto& b : {collector_bin, node_bin})
+    if (::access(b.c_str(), X_OK) != 0)
+      return fail(b.string() + " not found: build it first (tools/build.sh)");
+  const bool with_http = ::access(http_bin.c_str(), X_OK) == 0;
+  const bool with_events = ::access(events_bin.c_str(), X_OK) == 0;
+
+  for (auto [port, flag] : {std::pair{nats_port, "--nats-port"}, {collector_port, "--collector-port"},
+                            {http_port, "--http-port"}}) {
+    if (std::string_view(flag) == "--http-port" && !with_http) continue;
+    if (!port_free(port))
+      return fail("port " + std::to_string(port) + " on 127.0.0.1 is in use: choose another with " +
+                  flag + " or use --ports auto");
+  }
+
+  std::error_code ec;
+  for (const char* sub : {"logs", "run", "nats", "node"}) fs::create_directories(home / sub, ec);
+  if (ec) return fail("cannot create " + home.string() + ": " + ec.message());
+  // Payloads up to 6 MiB must fit in one NATS message (DESIGN §2).
+  std::ofstream(home / "nats.conf") << "# written by fnmesh up\nmax_payload: 8388608\n";
+
+  const std::string nats_url = "nats://127.0.0.1:" + std::to_string(nats_port);
+  const std::string collector_ep = "tcp://127.0.0.1:" + std::to_string(collector_port);
+  const std::string http_url = "http://127.0.0.1:" + std::to_string(http_port);
+  json endpoints = {{"nats", nats_url}, {"collector", collector_ep}};
+  if (with_http) endpoints["http"] = http_url;
+  mesh_start mesh(home, endpoints);
+  const auto wait_limit = std::chrono::seconds(o.wait_s);
+  const std::string log_level = "info";
+
+  // 1. nats-server with JetStream, loopback only.
+  daemon_process nats{"nats-server", *nats_server,
+                      {"-c", (home / "nats.conf").string(), "-js", "-a", "127.0.0.1", "-p",
+                       std::to_string(nats_port), "-sd", (home / "nats").string()},
+                      nats_url};
+  if (auto ok = mesh.start(nats); !ok) return mesh.abort("nats-server", "could not start: " + ok.error().message());
+  const pid_t nats_pid = mesh.last().pid;
+  if (!wait_for([&] { return port_answers(nats_port); }, [&] { return child_running(nats_pid); }, wait_limit))
+    return mesh.abort("nats-server", "did not answer on " + nats_url);
+  auto conn = connect_retrying(nats_url, 5s);
+  if (!conn) return mesh.abort("nats-server", conn.error().message());
+  result<void> boot = broker::bootstrap(**conn);
+  for (int i = 0; !boot && i < 50; ++i) {  // JetStream may still be recovering its store
+    std::this_thread::sleep_for(100ms);
+    boot = broker::bootstrap(**conn);
+  }
+  if (!boot) return mesh.abort("nats-server", "refused the topology bootstrap: " + boot.error().message());
+
+  // 2. The billing collector.
+  daemon_process collector{"fnmesh-collector", collector_bin,
+                           {"--listen", collector_ep, "--db", (home / "collector.db").string(),
+                            "--log-level", log_level},
+                           collector_ep};
+  if (auto ok = mesh.start(collector); !ok) return mesh.abort(collector.name, "could not start: " + ok.error().message());
+  const pid_t collector_pid = mesh.last().pid;
+  if (!wait_for([&] { return port_answers(collector_port); }, [&] { return child_running(collector_pid); },
+                wait_limit))
+    return mesh.abort(collector.name, "did not listen on " + collector_ep);
+
+  // 3. One node: up once its heartbeat is in KV FNMESH_NODES.
+  daemon_process node{"fnmesh-node", node_bin,
+                      {"--nats", nats_url, "--collector", collector_ep, "--dir", (home / "node").string(),
+                       "--node-id", std::string(node_id), "--log-level", log_level},
+                      ""};
+  if (o.slots > 0) node.args.insert(node.args.end(), {"--slots", std::to_string(o.slots)});
+  if (auto ok = mesh.start(node); !ok) return mesh.abort(node.name, "could not start: " + ok.error().message());
+  const pid_t node_pid = mesh.last().pid;
+  auto nodes = broker::kv_bucket::open(**conn, broker::nodes_bucket);
+  if (!nodes) return mesh.abort("nats-server", "has no KV " + std::string(broker::nodes_bucket));
+  auto beating = [&] {
+    auto v = (*nodes)->get(node_id);
+    return v && v->has_value();
+  };
+  if (!wait_for(beating, [&] { return child_running(node_pid); }, wait_limit))
+    return mesh.abort(node.name, child_running(node_pid) ? "sent no heartbeat" : "exited");
+
+  // 4. The trigger adapters that are built.
+  if (with_http) {
+    daemon_process http{"fnmesh-http", http_bin,
+                        {"--nats", nats_url, "--listen", "127.0.0.1:" + std::to_string(http_port),
+                         "--collector", collector_ep, "--log-level", log_level},
+                        http_url};
+    if (auto ok = mesh.start(http); !ok) return mesh.abort(http.name, "could not start: " + ok.error().message());
+    const pid_t pid = mesh.last().pid;
+    if (!wait_for([&] { return port_answers(http_port); }, [&] { return child_running(pid); }, wait_limit))
+      return mesh.abort(http.name, "did not listen on " + http_url);
+  }
+  if (with_events) {
+    daemon_process events{"fnmesh-events", events_bin, {"--nats", nats_url, "--log-level", log_level}, ""};
+    if (auto ok = mesh.start(events); !ok) return mesh.abort(events.name, "could not start: " + ok.error().message());
+    const pid_t pid = mesh.last().pid;
+    std::this_thread::sleep_for(300ms);  // it opens its consumer at once or exits
+    if (!child_running(pid)) return mesh.abort(events.name, "exited");
+  }
+
+  mesh.write(true);
+  std::printf("mesh is up (state in %s)\n", home.c_str());
+  std::printf("  nats       %s\n  collector  %s\n", nats_url.c_str(), collector_ep.c_str());
+  if (with_http) std::printf("  http       %s\n", http_url.c_str());
+  std::printf("  node       %s\n", std::string(node_id).c_str());
+  if (!with_events) std::printf("  (fnmesh-events not built: events are not dispatched)\n");
+  return 0;
+}
+
+int run_down(const context& ctx, int grace_s) {
+  const fs::path home = ctx.home();
+  auto status = read_status(home);
+  if (!status) {
+    std::printf("no mesh is running in %s\n", home.c_str());
+    return 0;
+  }
+  auto components = status->value("components", json::array());
+  for (auto it = components.rbegin(); it != components.rend(); ++it) {
+    const std::string name = it->value("name", "");
+    const pid_t pid = it->value("pid", -1);
+    const fs::path binary = it->value("binary", "");
+    if (!alive(pid, binary)) {
+      std::printf("%-17s already stopped\n", name.c_str());
+    } else {
+      const bool killed = stop(pid, binary, std::chrono::seconds(grace_s));
+      std::printf("%-17s stopped (pid %d%s)\n", name.c_str(), int(pid),
+                  killed ? ", killed after the grace period" : "");
+    }
+    fs::remove(home / "run" / (name + ".pid"));
+  }
+  fs::remove(home / "status.json");
+  return 0;
+}
+
+int run_status(const context& ctx, bool as_json) {
+  const fs::path home = ctx.home();
+  auto status = read_status(home);
+  if (!status) {
+    if (as_json)
+      std::printf("%s\n", json{{"home", home.string()}, {"running", false}, {"components", json::array()}}
+                              .dump(2)
+                              .c_str());
+    else
+      std::printf("no mesh is running in %s (start one with: fnmesh up)\n", home.c_str());
+    return 1;
+  }
+  bool all = true;
+  json out = *status;
+  table t({"COMPONENT", "PID", "ALIVE", "ENDPOINT", "LOG"});
+  for (auto& c : out["components"]) {
+    const bool up = alive(c.value("pid", -1), c.value("binary", ""));
+    all = all && up;
+    c["alive"] = up;
+    t.add({c.value("name", ""), std::to_string(c.value("pid", -1)), up ? "yes" : "NO",
+           c.value("endpoint", "") , c.value("log", "")});
+  }
+  all = all && out.value("ready", false);
+  out["running"] = all;
+  if (as_json) {
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    t.print();
+    if (!out.value("ready", false)) std::printf("(the mesh did not finish starting)\n");
+  }
+  return all ? 0 : 1;
+}
+
+}  // namespace
+
+void add_mesh_commands(CLI::App& app, context& ctx, command_list& out) {
+  auto o = std::make_shared<up_options>();
+  auto* up = app.add_subcommand("up", "start a local mesh: nats-server, collector, one node, the adapters");
+  up->add_option("--ports", o->ports, "\"auto\": pick free ports (explicit --*-port flags still win)")
+      ->check(CLI::IsMember({"auto"}));
+  up->add_option("--nats-port", o->nats_port, "NATS client port")->capture_default_str();
+  up->add_option("--collector-port", o->collector_port, "collector ZeroMQ port")->capture_default_str();
+  up->add_option("--http-port", o->http_port, "HTTP adapter port")->capture_default_str();
+  up->add_option("--slots", o->slots, "the node's slots (default: the node's own)");
+  up->add_option("--wait", o->wait_s, "seconds to wait for each component")->capture_default_str();
+  up->footer("Exit status 3: a mesh is already up in $FNMESH_HOME.");
+  out.push_back({up, [&ctx, o, up] { return run_up(ctx, *o, *up); }});
+
+  auto grace = std::make_shared<int>(20);
+  auto* down = app.add_subcommand("down", "stop the local mesh (SIGTERM in reverse order, SIGKILL after --grace)");
+  down->add_option("--grace", *grace, "seconds each component may take to stop")->capture_default_str();
+  out.push_back({down, [&ctx, grace] { return run_down(ctx, *grace); }});
+
+  auto as_json = std::make_shared<bool>(false);
+  auto* status = app.add_subcommand("status", "each component of the local mesh: pid, alive, endpoint");
+  status->add_flag("--json", *as_json, "print JSON");
+  status->footer("Exit status 0 when every component runs.");
+  out.push_back({status, [&ctx, as_json] { return run_status(ctx, *as_json); }});
+}
+
+}  // namespace fnmesh::cli
