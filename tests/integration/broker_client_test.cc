@@ -585,5 +585,55 @@ TEST_F(broker_client, code_bundles_round_trip_through_kv_in_chunks) {
   EXPECT_EQ(corrupt.error(), make_error_code(errc::malformed));
 }
 
+// Three clustered servers: replicated topology, and work survives losing one server.
+TEST(broker_cluster, replicated_topology_survives_one_server_down) {
+  test::nats_cluster cluster;
+  auto c = connection::connect({.urls = cluster.urls(), .name = "cluster-test"});
+  ASSERT_TRUE(c) << c.error().message();
+  auto& conn = **c;
+  const topology_options three{.replicas = 3};
+  ASSERT_TRUE(bootstrap(conn, three));
+  ASSERT_TRUE(bootstrap(conn, three));
+  jsStreamInfo* si = nullptr;
+  ASSERT_EQ(js_GetStreamInfo(&si, conn.js(), "FNMESH_INVOKE", nullptr, nullptr), NATS_OK);
+  EXPECT_EQ(si->Config->Replicas, 3);
+  jsStreamInfo_Destroy(si);
+
+  auto bucket = kv_bucket::open(conn, functions_bucket);
+  ASSERT_TRUE(bucket);
+  auto spec = make_spec("default", "echo");
+  ASSERT_TRUE((*bucket)->put("default.echo", spec));
+  ASSERT_TRUE(ensure_function_consumer(conn, *flatbuffers::GetRoot<proto::FunctionSpec>(spec.data()), three));
+  invoker inv(conn, nullptr);
+  invocation_request req;
+  req.function = "echo";
+  req.payload = as_bytes("survives");
+  auto pub = inv.invoke(req);
+  ASSERT_TRUE(pub) << pub.error().message();
+
+  // Lose one server; the others keep the stream, the consumer and the connection.
+  cluster.server(0).kill();
+  ASSERT_TRUE(test::nats_cluster::wait_jetstream(cluster.server(1).url(), 30s));
+
+  waiter<delivery> deliveries;
+  auto pulls = pull_requests::open(
+      conn, std::string(invoke_stream), [&](delivery&& d) { deliveries.push(std::move(d)); },
+      [](uint64_t, uint32_t, int) {});
+  ASSERT_TRUE(pulls);
+  std::optional<delivery> d;
+  for (int attempt = 0; attempt < 20 && !d; ++attempt) {
+    ASSERT_TRUE((*pulls)->request(consumer_name("default", "echo"), 1, 1s));
+    d = deliveries.pop(3s);
+  }
+  ASSERT_TRUE(d);
+  const auto* got = proto::verified<proto::Invocation>(d->data());
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(proto::view(got->id()), pub->invocation_id);
+  EXPECT_TRUE(d->ack(conn));
+
+  cluster.server(0).restart();
+  EXPECT_TRUE(test::nats_cluster::wait_jetstream(cluster.server(0).url(), 30s));
+}
+
 }  // namespace
 }  // namespace fnmesh::broker

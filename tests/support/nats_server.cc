@@ -1,6 +1,7 @@
 #include "tests/support/nats_server.h"
 
 #include <arpa/inet.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -50,12 +51,23 @@ fs::path nats_server::binary() {
 
 nats_server::nats_server(nats_server_options opts)
     : opts_(std::move(opts)), dir_("fnmesh-nats") {
+  write_config();
+  start(-1);
+}
+
+void nats_server::write_config() {
   std::ofstream conf(dir_ / "server.conf");
   conf << "# written by the fnmesh test fixture\n"
-       << "max_payload: 8MB\n"
-       << opts_.extra_config << "\n";
-  conf.close();
-  start(-1);
+       << "max_payload: 8MB\n";
+  if (!opts_.server_name.empty()) conf << "server_name: " << opts_.server_name << "\n";
+  if (!opts_.cluster_name.empty()) {
+    conf << "cluster {\n  name: " << opts_.cluster_name << "\n  listen: \"127.0.0.1:"
+         << opts_.cluster_port << "\"\n  routes: [\n";
+    for (int p : opts_.route_ports)
+      if (p != opts_.cluster_port) conf << "    \"nats-route://127.0.0.1:" << p << "\"\n";
+    conf << "  ]\n}\n";
+  }
+  conf << opts_.extra_config << "\n";
 }
 
 nats_server::~nats_server() {
@@ -122,5 +134,65 @@ void nats_server::restart() {
 }
 
 std::string nats_server::log_text() const { return slurp(dir_ / "nats-server.log"); }
+
+int free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error("socket failed");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(fd);
+    throw std::runtime_error("cannot find a free port");
+  }
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+nats_cluster::nats_cluster() {
+  std::vector<int> routes;
+  for (int i = 0; i < 3; ++i) routes.push_back(free_loopback_port());
+  for (int i = 0; i < 3; ++i) {
+    nats_server_options o;
+    o.server_name = "n" + std::to_string(i + 1);
+    o.cluster_name = "fnmesh-test";
+    o.cluster_port = routes[size_t(i)];
+    o.route_ports = routes;
+    servers_.push_back(std::make_unique<nats_server>(o));
+  }
+  if (!wait_jetstream(servers_[0]->url(), std::chrono::seconds(30)))
+    throw std::runtime_error("the JetStream cluster elected no leader within 30 s:\n" +
+                             servers_[0]->log_text());
+}
+
+std::string nats_cluster::urls() const {
+  std::string out;
+  for (const auto& s : servers_) {
+    if (!out.empty()) out += ",";
+    out += s->url();
+  }
+  return out;
+}
+
+bool nats_cluster::wait_jetstream(const std::string& url, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    natsConnection* nc = nullptr;
+    if (natsConnection_ConnectTo(&nc, url.c_str()) == NATS_OK) {
+      jsCtx* js = nullptr;
+      jsAccountInfo* ai = nullptr;
+      bool ok = natsConnection_JetStream(&js, nc, nullptr) == NATS_OK &&
+                js_GetAccountInfo(&ai, js, nullptr, nullptr) == NATS_OK;
+      if (ai) jsAccountInfo_Destroy(ai);
+      if (js) jsCtx_Destroy(js);
+      natsConnection_Destroy(nc);
+      if (ok) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
 
 }  // namespace fnmesh::test

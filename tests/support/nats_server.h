@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
@@ -16,12 +17,18 @@ namespace fnmesh::test {
 struct nats_server_options {
   bool jetstream = true;
   std::string extra_config;  // appended to the generated config file
+  // Cluster member: its name, its route port and every member's route port (loopback).
+  std::string server_name;
+  std::string cluster_name;
+  int cluster_port = 0;
+  std::vector<int> route_ports;
 };
 
 class nats_server {
  public:
   // Starts the server and returns once it answers; throws std::runtime_error otherwise
-  // (the message includes the server's log).
+  // (the message includes the server's log). A cluster member answers before its
+  // JetStream has a leader: nats_cluster waits for that.
   explicit nats_server(nats_server_options opts = {});
   ~nats_server();
 
@@ -40,6 +47,7 @@ class nats_server {
 
  private:
   void start(int port);
+  void write_config();
 
   nats_server_options opts_;
   temp_dir dir_;
@@ -47,5 +55,26 @@ class nats_server {
   int port_ = 0;
   std::string url_;
 };
+
+// nats_cluster: three clustered nats-servers with JetStream on loopback (route ports
+// reserved up front, client ports ephemeral). Owns the servers; use from one thread.
+class nats_cluster {
+ public:
+  // Returns once JetStream has a meta leader (streams with 3 replicas can be created);
+  // throws std::runtime_error otherwise.
+  nats_cluster();
+  nats_server& server(size_t i) { return *servers_.at(i); }
+  size_t size() const noexcept { return servers_.size(); }
+  // Every member's client URL, comma-separated (connect_options::urls).
+  std::string urls() const;
+  // Waits until a JetStream API call through `url` succeeds.
+  static bool wait_jetstream(const std::string& url, std::chrono::milliseconds timeout);
+
+ private:
+  std::vector<std::unique_ptr<nats_server>> servers_;
+};
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int free_loopback_port();
 
 }  // namespace fnmesh::test
