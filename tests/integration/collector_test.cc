@@ -15,6 +15,8 @@
 #include <zmq.hpp>
 
 #include "broker/client/collector_client.h"
+#include "broker/client/reply_router.h"
+#include "common/errc.h"
 #include "flatbuffers/proto.h"
 #include "tests/support/child_process.h"
 #include "tests/support/temp_dir.h"
@@ -315,4 +317,75 @@ TEST_F(collector_fixture, a_second_collector_on_a_taken_port_refuses_with_one_li
   const auto log = second.log_text();
   EXPECT_NE(log.find("cannot listen on " + endpoint_), std::string::npos) << log;
   EXPECT_TRUE(process_->running());
+}
+
+// The ZeroMQ client pieces on their own (no collector process).
+
+TEST(reply_router, delivers_verified_results_and_counts_garbage) {
+  zmq::context_t ctx(1);
+  auto router = fnmesh::broker::reply_router::bind(ctx);
+  ASSERT_TRUE(router) << router.error().message();
+  const std::string endpoint = (*router)->endpoint();
+  EXPECT_TRUE(endpoint.starts_with("tcp://127.0.0.1:")) << endpoint;
+  EXPECT_NE(endpoint, "tcp://127.0.0.1:0");
+  auto nothing = (*router)->receive(20ms);
+  ASSERT_FALSE(nothing);
+  EXPECT_EQ(nothing.error(), fnmesh::errc::timeout);
+
+  zmq::socket_t node(ctx, zmq::socket_type::dealer);
+  node.set(zmq::sockopt::linger, 0);
+  node.connect(endpoint);
+  node.send(zmq::str_buffer("not a flatbuffer"), zmq::send_flags::none);
+  node.send(zmq::str_buffer("a"), zmq::send_flags::sndmore);
+  node.send(zmq::str_buffer("b"), zmq::send_flags::none);
+  flatbuffers::FlatBufferBuilder b;
+  b.Finish(p::CreateResult(b, b.CreateString("01ARZ3NDEKTSV4RRFFQ69G5FAV"), p::Status::ok,
+                           b.CreateVector(std::vector<uint8_t>{'h', 'i'}), 0, 0, false,
+                           nullptr, 1, 42));
+  node.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+
+  auto got = (*router)->receive(5s);
+  ASSERT_TRUE(got) << got.error().message();
+  EXPECT_EQ(p::view(got->get().invocation_id()), "01ARZ3NDEKTSV4RRFFQ69G5FAV");
+  EXPECT_EQ(got->get().correlation(), 42u);
+  EXPECT_EQ(p::text(p::bytes(got->get().output())), "hi");
+  EXPECT_EQ((*router)->malformed(), 2u);
+}
+
+TEST(collector_client, a_query_waits_for_the_reply_with_its_own_id) {
+  zmq::context_t ctx(1);
+  zmq::socket_t fake(ctx, zmq::socket_type::router);
+  fake.set(zmq::sockopt::linger, 0);
+  fake.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = fake.get(zmq::sockopt::last_endpoint);
+  std::thread server([&] {
+    zmq::message_t id, body;
+    if (!fake.recv(id) || !fake.recv(body)) return;
+    const auto* req = p::verified<p::CollectorRequest>(
+        std::span<const uint8_t>(body.data<uint8_t>(), body.size()));
+    if (!req || !req->body_as_UsageQuery()) return;
+    auto reply = [&](uint64_t request_id, const char* key) {
+      flatbuffers::FlatBufferBuilder b;
+      std::vector<flatbuffers::Offset<p::UsageRow>> rows{
+          p::CreateUsageRow(b, b.CreateString(key), 1)};
+      auto report = p::CreateUsageReport(b, b.CreateVector(rows));
+      b.Finish(p::CreateCollectorReply(b, request_id, p::ReplyBody::UsageReport,
+                                       report.Union()));
+      zmq::message_t to(id.data(), id.size());
+      fake.send(to, zmq::send_flags::sndmore);
+      fake.send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+    };
+    fake.send(zmq::message_t(id.data(), id.size()), zmq::send_flags::sndmore);
+    fake.send(zmq::str_buffer("garbage"), zmq::send_flags::none);
+    reply(req->request_id() + 1000, "stale");  // somebody else's id
+    reply(req->request_id(), "mine");
+  });
+  collector_client client(ctx, endpoint);
+  auto got = client.query_usage("default", "", 0, 0, "function", 5s);
+  server.join();
+  ASSERT_TRUE(got) << got.error().message();
+  const auto* report = got->get().body_as_UsageReport();
+  ASSERT_NE(report, nullptr);
+  ASSERT_EQ(report->rows()->size(), 1u);
+  EXPECT_EQ(p::view(report->rows()->Get(0)->key()), "mine");
 }
