@@ -274,3 +274,23 @@ TEST_F(spool_test, oversized_records_are_refused) {
   EXPECT_EQ(r.error(), fnmesh::errc::too_large);
   EXPECT_EQ(s->next_seq(), 1u);
 }
+
+TEST_F(spool_test, an_unreadable_acked_file_means_resending_not_losing) {
+  {
+    auto s = spool::open(dir_);
+    ASSERT_TRUE(s);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(s->append(as_bytes("r")));
+    ASSERT_TRUE(s->ack(2));
+  }
+  std::ofstream(dir_ / "acked", std::ios::trunc) << "not a number";
+  auto s = spool::open(dir_);
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->acked_seq(), 0u);
+  EXPECT_EQ(s->last_seq(), 3u);
+  auto all = s->read_after(0, 10);
+  ASSERT_TRUE(all);
+  // Records 1 and 2 were acked but still in the file: they are sent again (the collector
+  // ignores replays) rather than lost.
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ(all->front().seq, 1u);
+}
