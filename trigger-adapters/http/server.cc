@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -285,7 +286,9 @@ class session : public std::enable_shared_from_this<session> {
   void read_header() {
     parser_.emplace();
     parser_->header_limit(header_limit);
-    parser_->body_limit(boost::none);  // set per endpoint once the header is known
+    // Set per endpoint once the header is known. (Not boost::none: Beast 1.74 compares the
+    // Content-Length against an empty optional as if it were over the limit.)
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     stream_.expires_after(srv_.opts.idle);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = shared_from_this()](beast::error_code ec, size_t) {

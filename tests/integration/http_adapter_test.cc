@@ -1,0 +1,377 @@
+// fnmesh-http as a user meets it: the real binary against a real nats-server, spoken to
+// over plain HTTP/1.1 sockets. The test plays the node: it pulls invocations from the
+// function's consumer and sends Results to the reply endpoint named in them.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <zmq.hpp>
+
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <fstream>
+#include <future>
+#include <map>
+#include <thread>
+
+#include "broker/client/connection.h"
+#include "broker/client/kv.h"
+#include "broker/client/subjects.h"
+#include "broker/client/topology.h"
+#include "common/ulid.h"
+#include "common/unique_fd.h"
+#include "flatbuffers/proto.h"
+#include "tests/support/child_process.h"
+#include "tests/support/nats_server.h"
+#include "tests/support/temp_dir.h"
+
+namespace fnmesh {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+fs::path bin_dir() {
+  const char* d = std::getenv("FNMESH_BIN_DIR");
+  return d ? fs::path(d) : fs::path("build/bin");
+}
+
+std::vector<uint8_t> make_spec(std::string_view name, uint32_t timeout_s) {
+  flatbuffers::FlatBufferBuilder b;
+  b.Finish(proto::CreateFunctionSpecDirect(b, name.data(), "v1", "default",
+                                           proto::Runtime::exec, "./run", 128, timeout_s));
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+struct http_reply {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+};
+
+// One request on a fresh connection (Connection: close), read to EOF. `send_body` false
+// sends only the header (to test limits checked before the body).
+http_reply http_call(int port, std::string_view method, std::string_view path,
+                     std::string_view body = {}, bool send_body = true,
+                     std::string extra_headers = {}, std::optional<size_t> content_length = {}) {
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return {};
+  timeval tv{30, 0};
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string req = std::string(method) + " " + std::string(path) + " HTTP/1.1\r\n" +
+                    "Host: 127.0.0.1\r\nConnection: close\r\n" + extra_headers +
+                    "Content-Length: " + std::to_string(content_length.value_or(body.size())) +
+                    "\r\n\r\n";
+  if (send_body) req += body;
+  for (size_t off = 0; off < req.size();) {
+    ssize_t n = ::send(fd.get(), req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server may answer (413) and stop reading
+    off += size_t(n);
+  }
+  std::string raw;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    if (n <= 0) break;
+    raw.append(buf, size_t(n));
+  }
+  http_reply out;
+  auto head_end = raw.find("\r\n\r\n");
+  if (head_end == std::string::npos || raw.size() < 12) return out;
+  out.status = std::atoi(raw.c_str() + 9);
+  size_t line = raw.find("\r\n") + 2;
+  while (line < head_end) {
+    size_t eol = raw.find("\r\n", line);
+    auto colon = raw.find(':', line);
+    if (colon != std::string::npos && colon < eol) {
+      std::string name = raw.substr(line, colon - line);
+      for (auto& c : name) c = char(std::tolower(c));
+      size_t v = colon + 1;
+      while (v < eol && raw[v] == ' ') ++v;
+      out.headers[name] = raw.substr(v, eol - v);
+    }
+    line = eol + 2;
+  }
+  out.body = raw.substr(head_end + 4);
+  return out;
+}
+
+class http_adapter : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (test::nats_server::binary().empty()) GTEST_SKIP() << "nats-server is not installed";
+    nats_ = std::make_unique<test::nats_server>();
+    auto c = broker::connection::connect({.urls = nats_->url(), .name = "http-adapter-test"});
+    ASSERT_TRUE(c) << c.error().message();
+    conn_ = std::move(*c);
+    ASSERT_TRUE(broker::bootstrap(*conn_));
+    auto kv = broker::kv_bucket::open(*conn_, broker::functions_bucket);
+    ASSERT_TRUE(kv);
+    for (auto [name, timeout] : {std::pair{"echo", 3u}, std::pair{"quick", 1u}}) {
+      auto spec = make_spec(name, timeout);
+      ASSERT_TRUE((*kv)->put(broker::function_key("default", name), spec));
+      ASSERT_TRUE(broker::ensure_function_consumer(
+          *conn_, *proto::verified<proto::FunctionSpec>(spec)));
+    }
+    adapter_ = start_adapter("127.0.0.1:0", "adapter.log");
+    std::ifstream(dir_ / "port") >> host_port_;
+    port_ = std::stoi(host_port_.substr(host_port_.rfind(':') + 1));
+  }
+
+  void TearDown() override {
+    for (auto& [name, sub] : subs_) natsSubscription_Destroy(sub);
+  }
+
+  test::child_process start_adapter(const std::string& listen, const std::string& log) {
+    fs::remove(dir_ / "port");
+    auto p = test::child_process::spawn(
+        {.program = bin_dir() / "fnmesh-http",
+         .args = {"--nats", nats_->url(), "--listen", listen, "--port-file",
+                  (dir_ / "port").string(), "--collector", "tcp://127.0.0.1:9",
+                  "--wait-margin-ms", "500", "--log-level", "debug"},
+         .log = dir_ / log});
+    for (int i = 0; i < 200 && !fs::exists(dir_ / "port") && p.running(); ++i)
+      std::this_thread::sleep_for(25ms);
+    return p;
+  }
+
+  // The next invocation on a function's consumer (acked), verified; empty if none came.
+  std::vector<uint8_t> pull(std::string_view function, std::chrono::milliseconds wait = 5s) {
+    const std::string consumer = broker::consumer_name("default", function);
+    auto& sub = subs_[consumer];
+    if (!sub) {
+      jsSubOptions so;
+      jsSubOptions_Init(&so);
+      so.Stream = broker::invoke_stream.data();
+      so.Consumer = consumer.c_str();
+      EXPECT_EQ(js_PullSubscribe(&sub, conn_->js(), broker::invoke_subject("default", function).c_str(),
+                                 consumer.c_str(), nullptr, &so, nullptr),
+                NATS_OK);
+    }
+    natsMsgList list{};
+    if (natsSubscription_Fetch(&list, sub, 1, wait.count(), nullptr) != NATS_OK) return {};
+    std::vector<uint8_t> data;
+    if (list.Count == 1) {
+      auto* m = list.Msgs[0];
+      auto* p = reinterpret_cast<const uint8_t*>(natsMsg_GetData(m));
+      data.assign(p, p + natsMsg_GetDataLength(m));
+      natsMsg_AckSync(m, nullptr, nullptr);
+    }
+    natsMsgList_Destroy(&list);
+    return data;
+  }
+
+  // Plays the node: a DEALER to the invocation's reply endpoint sends one Result.
+  void reply(const proto::Invocation& inv, proto::Status status, std::string_view output,
+             std::string_view error = {}) {
+    flatbuffers::FlatBufferBuilder b;
+    std::vector<uint8_t> out(output.begin(), output.end());
+    b.Finish(proto::CreateResultDirect(b, inv.id()->c_str(), status, &out,
+                                       std::string(error).c_str(), "test-node", false, nullptr, 1,
+                                       inv.reply()->correlation(), "text/plain"));
+    dealer().send(zmq::buffer(b.GetBufferPointer(), b.GetSize()), zmq::send_flags::none);
+  }
+
+  zmq::socket_t& dealer() {
+    if (!dealer_) {
+      dealer_.emplace(zmq_, zmq::socket_type::dealer);
+      dealer_->set(zmq::sockopt::linger, 0);
+      dealer_->connect(reply_endpoint_);
+    }
+    return *dealer_;
+  }
+
+  // Sends a sync call in the background and returns the invocation it produced.
+  std::pair<std::future<http_reply>, std::vector<uint8_t>> call_sync(std::string_view function,
+                                                                     std::string body) {
+    auto fut = std::async(std::launch::async, [this, f = std::string(function), body] {
+      return http_call(port_, "POST", "/function/" + f, body);
+    });
+    auto inv = pull(function);
+    return {std::move(fut), std::move(inv)};
+  }
+
+  std::string metrics() { return http_call(port_, "GET", "/metrics").body; }
+
+  test::temp_dir dir_{"http-adapter"};
+  std::unique_ptr<test::nats_server> nats_;
+  std::unique_ptr<broker::connection> conn_;
+  std::optional<test::child_process> adapter_;
+  std::string host_port_;
+  int port_ = 0;
+  std::map<std::string, natsSubscription*> subs_;
+  zmq::context_t zmq_{1};
+  std::optional<zmq::socket_t> dealer_;
+  std::string reply_endpoint_;
+};
+
+TEST_F(http_adapter, healthz_answers_and_unknown_paths_are_404) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  EXPECT_TRUE(host_port_.starts_with("127.0.0.1:"));
+  auto r = http_call(port_, "GET", "/healthz");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "ok\n");
+  EXPECT_EQ(http_call(port_, "GET", "/nope").status, 404);
+  EXPECT_EQ(http_call(port_, "GET", "/function/echo").status, 405);
+}
+
+TEST_F(http_adapter, unknown_function_is_404_at_once) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = http_call(port_, "POST", "/function/missing", "{}");
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+  EXPECT_EQ(r.status, 404);
+  EXPECT_NE(r.body.find("\"error\":\"no_such_function\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"function\":\"missing\""), std::string::npos) << r.body;
+  EXPECT_EQ(http_call(port_, "POST", "/async-function/missing", "{}").status, 404);
+}
+
+TEST_F(http_adapter, oversized_bodies_are_refused_before_they_are_read_naming_the_limit) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  // Only the header is sent: the answer must come from Content-Length alone.
+  auto sync = http_call(port_, "POST", "/function/echo", {}, false, {}, (6u << 20) + 1);
+  EXPECT_EQ(sync.status, 413);
+  EXPECT_NE(sync.body.find("6291456"), std::string::npos) << sync.body;
+  auto async = http_call(port_, "POST", "/async-function/echo", {}, false, {}, (1u << 20) + 1);
+  EXPECT_EQ(async.status, 413);
+  EXPECT_NE(async.body.find("1048576"), std::string::npos) << async.body;
+  // A body really sent over the async limit, whole: still 413, connection not reset.
+  auto sent = http_call(port_, "POST", "/async-function/echo", std::string((1u << 20) + 10, 'x'));
+  EXPECT_EQ(sent.status, 413);
+  // Nothing was published.
+  EXPECT_TRUE(pull("echo", 300ms).empty());
+}
+
+TEST_F(http_adapter, async_call_is_202_with_an_id_and_the_invocation_is_on_the_stream) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto r = http_call(port_, "POST", "/async-function/echo", R"({"n":1})", true,
+                     "Content-Type: application/json\r\n");
+  ASSERT_EQ(r.status, 202) << r.body;
+  const std::string id = r.headers["x-call-id"];
+  EXPECT_TRUE(is_ulid(id)) << id;
+  EXPECT_NE(r.body.find("\"invocation_id\":\"" + id + "\""), std::string::npos) << r.body;
+
+  auto data = pull("echo");
+  auto* inv = proto::verified<proto::Invocation>(data);
+  ASSERT_NE(inv, nullptr);
+  EXPECT_EQ(proto::view(inv->id()), id);
+  EXPECT_EQ(proto::view(inv->function()), "echo");
+  EXPECT_EQ(proto::text(proto::bytes(inv->payload())), R"({"n":1})");
+  EXPECT_EQ(proto::view(inv->content_type()), "application/json");
+  EXPECT_EQ(inv->trigger(), proto::Trigger::http);
+  EXPECT_EQ(inv->reply(), nullptr);  // async: nobody waits
+}
+
+TEST_F(http_adapter, sync_call_answers_with_the_result_the_node_sends) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto [fut, data] = call_sync("echo", "hello");
+  auto* inv = proto::verified<proto::Invocation>(data);
+  ASSERT_NE(inv, nullptr);
+  ASSERT_NE(inv->reply(), nullptr);
+  EXPECT_EQ(proto::text(proto::bytes(inv->payload())), "hello");
+  reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+  // Garbage first: dropped and counted, the adapter keeps serving.
+  dealer().send(zmq::str_buffer("not a flatbuffer"), zmq::send_flags::none);
+  reply(*inv, proto::Status::ok, "hello back");
+  ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+  auto r = fut.get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "hello back");
+  EXPECT_EQ(r.headers["content-type"], "text/plain");
+  EXPECT_EQ(r.headers["x-call-id"], proto::view(inv->id()));
+
+  std::string m;
+  for (int i = 0; i < 40; ++i) {
+    m = metrics();
+    if (m.find("fnmesh_http_results_malformed_total 1\n") != std::string::npos) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_NE(m.find("fnmesh_http_results_malformed_total 1\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("fnmesh_http_requests_total{code=\"200\"} 1\n"), std::string::npos) << m;
+}
+
+TEST_F(http_adapter, result_statuses_become_http_statuses) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  for (auto [status, code] : {std::pair{proto::Status::timeout, 504},
+                              std::pair{proto::Status::error, 502},
+                              std::pair{proto::Status::rejected, 429}}) {
+    auto [fut, data] = call_sync("echo", "x");
+    auto* inv = proto::verified<proto::Invocation>(data);
+    ASSERT_NE(inv, nullptr);
+    reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+    reply(*inv, status, "", "it went wrong");
+    ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+    auto r = fut.get();
+    EXPECT_EQ(r.status, code) << proto::status_name(status) << ": " << r.body;
+    EXPECT_EQ(r.headers["x-fnmesh-status"], proto::status_name(status));
+    if (status == proto::Status::error) {
+      EXPECT_NE(r.body.find("it went wrong"), std::string::npos) << r.body;
+    }
+  }
+}
+
+TEST_F(http_adapter, gives_up_with_504_after_the_function_timeout_and_ignores_late_results) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto [fut, data] = call_sync("quick", "x");  // timeout 1 s + 0.5 s margin
+  auto* inv = proto::verified<proto::Invocation>(data);
+  ASSERT_NE(inv, nullptr);
+  ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+  auto r = fut.get();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_GE(took, 1400ms);
+  EXPECT_LT(took, 5s);
+  // The result arriving afterwards matches nothing; the adapter still serves.
+  reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+  reply(*inv, proto::Status::ok, "too late");
+  std::string m;
+  for (int i = 0; i < 40; ++i) {
+    m = metrics();
+    if (m.find("fnmesh_http_results_unmatched_total 1\n") != std::string::npos) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_NE(m.find("fnmesh_http_results_unmatched_total 1\n"), std::string::npos) << m;
+}
+
+TEST_F(http_adapter, invocation_lookup_without_a_collector_answers_503_not_a_hang) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  EXPECT_EQ(http_call(port_, "GET", "/invocations/not-an-id").status, 404);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = http_call(port_, "GET", "/invocations/" + new_ulid());
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+TEST_F(http_adapter, port_taken_is_one_clear_line_and_sigterm_exits_0) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto second = start_adapter(host_port_, "second.log");
+  auto code = second.wait(10s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(second.log_text().find("cannot listen on " + host_port_), std::string::npos)
+      << second.log_text();
+  EXPECT_EQ(http_call(port_, "GET", "/healthz").status, 200);  // the first one is unharmed
+  EXPECT_EQ(adapter_->stop(10s), 0) << adapter_->log_text();
+}
+
+TEST_F(http_adapter, nats_unreachable_is_one_line_naming_the_url) {
+  auto p = test::child_process::spawn({.program = bin_dir() / "fnmesh-http",
+                                       .args = {"--nats", "nats://127.0.0.1:9", "--listen",
+                                                "127.0.0.1:0"},
+                                       .log = dir_ / "nonats.log"});
+  auto code = p.wait(15s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(p.log_text().find("nats://127.0.0.1:9"), std::string::npos) << p.log_text();
+}
+
+}  // namespace
+}  // namespace fnmesh
