@@ -162,9 +162,40 @@ nats_cluster::nats_cluster() {
     o.route_ports = routes;
     servers_.push_back(std::make_unique<nats_server>(o));
   }
-  if (!wait_jetstream(servers_[0]->url(), std::chrono::seconds(30)))
-    throw std::runtime_error("the JetStream cluster elected no leader within 30 s:\n" +
+  if (!wait_replicated(servers_[0]->url(), std::chrono::seconds(30)))
+    throw std::runtime_error("the JetStream cluster could not place 3 replicas within 30 s:\n" +
                              servers_[0]->log_text());
+}
+
+bool nats_cluster::wait_replicated(const std::string& url, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  natsConnection* nc = nullptr;
+  while (natsConnection_ConnectTo(&nc, url.c_str()) != NATS_OK) {
+    if (std::chrono::steady_clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  jsCtx* js = nullptr;
+  bool ok = false;
+  if (natsConnection_JetStream(&js, nc, nullptr) == NATS_OK) {
+    const char* subjects[] = {"fnmesh-fixture.probe"};
+    jsStreamConfig cfg;
+    jsStreamConfig_Init(&cfg);
+    cfg.Name = "FNMESH_FIXTURE_PROBE";
+    cfg.Subjects = subjects;
+    cfg.SubjectsLen = 1;
+    cfg.Storage = js_MemoryStorage;
+    cfg.Replicas = 3;
+    while (!ok && std::chrono::steady_clock::now() < until) {
+      jsStreamInfo* si = nullptr;
+      ok = js_AddStream(&si, js, &cfg, nullptr, nullptr) == NATS_OK;
+      if (si) jsStreamInfo_Destroy(si);
+      if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    if (ok) js_DeleteStream(js, cfg.Name, nullptr, nullptr);
+    jsCtx_Destroy(js);
+  }
+  natsConnection_Destroy(nc);
+  return ok;
 }
 
 std::string nats_cluster::urls() const {

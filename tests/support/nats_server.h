@@ -69,6 +69,8 @@ class nats_cluster {
   std::string urls() const;
   // Waits until a JetStream API call through `url` succeeds.
   static bool wait_jetstream(const std::string& url, std::chrono::milliseconds timeout);
+  // Waits until a stream with 3 replicas can be created (every peer known).
+  static bool wait_replicated(const std::string& url, std::chrono::milliseconds timeout);
 
  private:
   std::vector<std::unique_ptr<nats_server>> servers_;
