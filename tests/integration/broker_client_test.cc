@@ -256,6 +256,37 @@ TEST_F(broker_client, registry_sees_puts_and_deletes_and_ignores_garbage) {
   EXPECT_EQ(registry.all().size(), 1u);
 }
 
+TEST_F(broker_client, registry_keeps_following_after_the_server_restarts) {
+  deploy("default", "alpha");
+  deploy("default", "gone");
+  auto c = connection::connect({.urls = server_->url(), .name = "registry-restart"});
+  ASSERT_TRUE(c);
+  waiter<std::pair<std::string, bool>> changes;
+  auto reg = function_registry::open(**c, [&](const std::string& key, function_ptr rec) {
+    changes.push({key, rec != nullptr});
+  });
+  ASSERT_TRUE(reg);
+  ASSERT_TRUE((*reg)->find("default", "gone"));
+  while (changes.pop(200ms)) {
+  }
+
+  conn_.reset();
+  server_->kill();
+  server_->restart();
+  auto writer = connection::connect({.urls = server_->url(), .name = "writer"});
+  ASSERT_TRUE(writer);
+  auto bucket = kv_bucket::open(**writer, functions_bucket);
+  ASSERT_TRUE(bucket);
+  ASSERT_TRUE((*bucket)->erase("default.gone"));
+  ASSERT_TRUE((*bucket)->put("default.beta", make_spec("default", "beta")));
+
+  for (int i = 0; i < 200 && !((*reg)->find("default", "beta") && !(*reg)->find("default", "gone")); ++i)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE((*reg)->find("default", "beta"));
+  EXPECT_FALSE((*reg)->find("default", "gone"));
+  EXPECT_TRUE((*reg)->find("default", "alpha"));
+}
+
 TEST_F(broker_client, invoker_refuses_bad_input_and_publishes_once_per_id) {
   deploy("default", "echo");
   auto reg = function_registry::open(*conn_);
