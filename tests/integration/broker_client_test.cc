@@ -339,11 +339,11 @@ TEST_F(broker_client, invoker_refuses_bad_input_and_publishes_once_per_id) {
   ASSERT_TRUE(conn_->js_publish_async_complete(2s));
   EXPECT_EQ(stream_messages(*conn_, invoke_stream), 1u);
 
-  // A sync payload of 5 MiB fits through the stream and server limits.
-  std::vector<uint8_t> five(5u << 20, 'y');
+  // A sync payload right at the limit (6 MiB) fits through the stream and server limits.
+  std::vector<uint8_t> at_limit(with_registry.payload_limits().sync_payload, 'y');
   invocation_request sync_req;
   sync_req.function = "echo";
-  sync_req.payload = five;
+  sync_req.payload = at_limit;
   sync_req.reply_endpoint = "tcp://127.0.0.1:5555";
   auto big_ok = with_registry.invoke(sync_req);
   ASSERT_TRUE(big_ok) << big_ok.error().message();
