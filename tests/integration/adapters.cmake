@@ -7,6 +7,9 @@ if(TARGET fnmesh-http AND TARGET fnmesh::test_support)
     LABELS integration
     TIMEOUT 180)
   add_dependencies(http_adapter_test fnmesh-http)
+  if(TARGET fnmesh-collector)
+    add_dependencies(http_adapter_test fnmesh-collector)  # GET /invocations/<id>
+  endif()
 endif()
 if(TARGET fnmesh-events AND TARGET fnmesh::test_support)
   fnmesh_test(NAME events_adapter_test

@@ -129,12 +129,13 @@ class http_adapter : public ::testing::Test {
     for (auto& [name, sub] : subs_) natsSubscription_Destroy(sub);
   }
 
-  test::child_process start_adapter(const std::string& listen, const std::string& log) {
+  test::child_process start_adapter(const std::string& listen, const std::string& log,
+                                    const std::string& collector = "tcp://127.0.0.1:9") {
     fs::remove(dir_ / "port");
     auto p = test::child_process::spawn(
         {.program = bin_dir() / "fnmesh-http",
          .args = {"--nats", nats_->url(), "--listen", listen, "--port-file",
-                  (dir_ / "port").string(), "--collector", "tcp://127.0.0.1:9",
+                  (dir_ / "port").string(), "--collector", collector,
                   "--wait-margin-ms", "500", "--log-level", "debug"},
          .log = dir_ / log});
     for (int i = 0; i < 200 && !fs::exists(dir_ / "port") && p.running(); ++i)
@@ -348,6 +349,128 @@ TEST_F(http_adapter, invocation_lookup_without_a_collector_answers_503_not_a_han
   auto r = http_call(port_, "GET", "/invocations/" + new_ulid());
   EXPECT_EQ(r.status, 503) << r.body;
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+// What a node sends the collector for one finished invocation.
+std::vector<uint8_t> completion_batch(const std::string& id, std::string_view output) {
+  flatbuffers::FlatBufferBuilder c;
+  std::vector<uint8_t> out(output.begin(), output.end());
+  proto::Timings t(1000, 2000, 3000);
+  auto result = proto::CreateResultDirect(c, id.c_str(), proto::Status::ok, &out, "", "node-1",
+                                          false, &t, 1, 0, "text/plain");
+  auto usage = proto::CreateUsageDirect(c, id.c_str(), 1, "default", "echo", "node-1", 1, 5000);
+  c.Finish(proto::CreateCompletion(c, result, usage));
+  std::vector<uint8_t> completion(c.GetBufferPointer(), c.GetBufferPointer() + c.GetSize());
+
+  flatbuffers::FlatBufferBuilder b;
+  std::vector<flatbuffers::Offset<proto::SpooledCompletion>> items{
+      proto::CreateSpooledCompletionDirect(b, 1, &completion)};
+  auto batch = proto::CreateCompletionBatchDirect(b, "node-1", &items);
+  b.Finish(proto::CreateCollectorRequest(b, 1, proto::RequestBody::CompletionBatch, batch.Union()));
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+TEST_F(http_adapter, invocation_lookup_reads_the_stored_result_from_the_collector) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  const auto collector_bin = bin_dir() / "fnmesh-collector";
+  if (!fs::exists(collector_bin)) GTEST_SKIP() << "fnmesh-collector is not built";
+  auto collector = test::child_process::spawn(
+      {.program = collector_bin,
+       .args = {"--listen", "tcp://127.0.0.1:0", "--db", (dir_ / "collector.db").string(),
+                "--endpoint-file", (dir_ / "endpoint").string()},
+       .log = dir_ / "collector.log"});
+  std::string endpoint;
+  for (int i = 0; i < 400 && endpoint.empty(); ++i) {
+    std::this_thread::sleep_for(25ms);
+    std::ifstream(dir_ / "endpoint") >> endpoint;
+  }
+  ASSERT_FALSE(endpoint.empty()) << collector.log_text();
+
+  // Store one completion as a node does, and wait for the collector's ack.
+  const std::string id = new_ulid();
+  zmq::socket_t node(zmq_, zmq::socket_type::dealer);
+  node.set(zmq::sockopt::linger, 0);
+  node.set(zmq::sockopt::rcvtimeo, 10000);
+  node.connect(endpoint);
+  auto batch = completion_batch(id, "stored output");
+  node.send(zmq::buffer(batch), zmq::send_flags::none);
+  zmq::message_t ack;
+  ASSERT_TRUE(node.recv(ack)) << collector.log_text();
+
+  adapter_->stop(10s);
+  adapter_ = start_adapter("127.0.0.1:0", "with-collector.log", endpoint);
+  std::ifstream(dir_ / "port") >> host_port_;
+  port_ = std::stoi(host_port_.substr(host_port_.rfind(':') + 1));
+
+  auto r = http_call(port_, "GET", "/invocations/" + id);
+  EXPECT_EQ(r.status, 200) << r.body << adapter_->log_text();
+  EXPECT_NE(r.body.find("\"id\":\"" + id + "\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"status\":\"ok\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"output\":\"stored output\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"attempts\":1"), std::string::npos) << r.body;
+  auto unknown = http_call(port_, "GET", "/invocations/" + new_ulid());
+  EXPECT_EQ(unknown.status, 404) << unknown.body;
+  EXPECT_NE(unknown.body.find("no_such_invocation"), std::string::npos) << unknown.body;
+}
+
+TEST_F(http_adapter, expect_100_continue_is_honoured_and_refusals_skip_the_body) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto raw_exchange = [this](const std::string& head, const std::string& body) {
+    unique_fd fd(::socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(uint16_t(port_));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::send(fd.get(), head.data(), head.size(), MSG_NOSIGNAL);
+    char buf[4096];
+    ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+    std::string first(buf, size_t(std::max<ssize_t>(n, 0)));
+    std::string rest;
+    if (first.starts_with("HTTP/1.1 100")) {
+      ::send(fd.get(), body.data(), body.size(), MSG_NOSIGNAL);
+      while ((n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0) rest.append(buf, size_t(n));
+    }
+    return std::pair{first, rest};
+  };
+  const std::string body = R"({"big":"enough"})";
+  auto [cont, final] = raw_exchange(
+      "POST /async-function/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      "Expect: 100-continue\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n",
+      body);
+  EXPECT_TRUE(cont.starts_with("HTTP/1.1 100")) << cont;
+  EXPECT_TRUE(final.starts_with("HTTP/1.1 202")) << final;
+  auto* inv = proto::verified<proto::Invocation>(pull("echo"));
+  ASSERT_NE(inv, nullptr);
+  EXPECT_EQ(proto::text(proto::bytes(inv->payload())), body);
+
+  // Unknown function: the final answer comes instead of 100, without the body.
+  auto [refused, nothing] = raw_exchange(
+      "POST /function/missing HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+      "Content-Length: 5\r\n\r\n",
+      "hello");
+  EXPECT_TRUE(refused.starts_with("HTTP/1.1 404")) << refused;
+}
+
+TEST_F(http_adapter, sigterm_lets_a_waiting_sync_call_finish_then_exits_0) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto [fut, data] = call_sync("echo", "draining");
+  auto* inv = proto::verified<proto::Invocation>(data);
+  ASSERT_NE(inv, nullptr);
+  ASSERT_TRUE(adapter_->signal(SIGTERM));
+  ASSERT_TRUE(adapter_->wait_for_log("stopping: 1 sync calls still waiting", 5s))
+      << adapter_->log_text();
+  reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+  reply(*inv, proto::Status::ok, "finished while draining");
+  ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+  auto r = fut.get();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "finished while draining");
+  auto code = adapter_->wait(10s);
+  ASSERT_TRUE(code.has_value()) << adapter_->log_text();
+  EXPECT_EQ(*code, 0);
 }
 
 TEST_F(http_adapter, port_taken_is_one_clear_line_and_sigterm_exits_0) {

@@ -27,7 +27,9 @@ int serve(const std::string& nats_url, fnmesh::events_adapter::dispatcher_option
   if (!conn) throw std::runtime_error(conn.error().message());  // names the URL
   auto registry = broker::function_registry::open(**conn);
   if (!registry)
-    throw std::runtime_error("cannot read the function registry: " + registry.error().message());
+    throw std::runtime_error("cannot read the function registry (KV FNMESH_FUNCTIONS) at " +
+                             nats_url + ": " + registry.error().message() +
+                             "; is the mesh bootstrapped (fnmesh up)?");
   broker::invoker invoker(**conn, registry->get());
   auto dispatcher =
       fnmesh::events_adapter::dispatcher::open(**conn, **registry, invoker, std::move(opts));

@@ -31,7 +31,9 @@ int serve(const std::string& nats_url, fnmesh::http_adapter::server_options opts
   if (!conn) throw std::runtime_error(conn.error().message());  // names the URL
   auto registry = broker::function_registry::open(**conn);
   if (!registry)
-    throw std::runtime_error("cannot read the function registry: " + registry.error().message());
+    throw std::runtime_error("cannot read the function registry (KV FNMESH_FUNCTIONS) at " +
+                             nats_url + ": " + registry.error().message() +
+                             "; is the mesh bootstrapped (fnmesh up)?");
   broker::invoker invoker(**conn, registry->get());
   zmq::context_t zmq(1);
   fnmesh::http_adapter::server server(std::move(opts), **registry, invoker, zmq);
