@@ -67,11 +67,11 @@ std::vector<std::string> split_urls(const std::string& urls) {
   return out;
 }
 
-std::atomic<uint64_t> async_publish_failures{0};
+std::atomic<uint64_t> async_failures{0};
 
 void on_async_publish_error(jsCtx*, jsPubAckErr* pae, void*) noexcept {
   try {
-    async_publish_failures.fetch_add(1, std::memory_order_relaxed);
+    async_failures.fetch_add(1, std::memory_order_relaxed);
     const char* subject = pae && pae->Msg ? natsMsg_GetSubject(pae->Msg) : "?";
     log()->warn("async publish to {} failed: {} ({})", subject ? subject : "?",
                 pae && pae->ErrText ? pae->ErrText : "",
@@ -193,6 +193,10 @@ result<void> connection::js_publish_async(std::string_view subject,
   natsStatus s = js_PublishAsync(js_, subj.c_str(), data.data(), int(data.size()), &po);
   if (s != NATS_OK) return fail(make_nats_error(s));
   return {};
+}
+
+uint64_t connection::async_publish_failures() noexcept {
+  return async_failures.load(std::memory_order_relaxed);
 }
 
 result<void> connection::js_publish_async_complete(std::chrono::milliseconds timeout) {

@@ -4,6 +4,7 @@
 #include <nats/nats.h>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -41,6 +42,8 @@ class connection {
   // JetStream publish without waiting; a failed publish is logged and counted.
   result<void> js_publish_async(std::string_view subject, std::span<const uint8_t> data,
                                 std::string_view msg_id);
+  // Async publishes that failed (server error or no ack in time), process-wide, for /metrics.
+  static uint64_t async_publish_failures() noexcept;
   // Waits until every async publish is acked (or the timeout passes).
   result<void> js_publish_async_complete(std::chrono::milliseconds timeout);
   result<void> flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
