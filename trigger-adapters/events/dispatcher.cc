@@ -72,7 +72,9 @@ std::vector<broker::function_ptr> subscribers(std::span<const broker::function_p
   for (const auto& fn : all) {
     if (!fn) continue;
     const auto& spec = fn->spec();
-    if (proto::view(spec.tenant()) != tenant) continue;
+    auto spec_tenant = proto::view(spec.tenant());
+    if (spec_tenant.empty()) spec_tenant = broker::default_tenant;
+    if (spec_tenant != tenant) continue;
     const auto* triggers = spec.triggers();
     if (!triggers || !triggers->events()) continue;
     for (const auto* pattern : *triggers->events()) {
