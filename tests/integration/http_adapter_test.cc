@@ -39,10 +39,13 @@ fs::path bin_dir() {
   return d ? fs::path(d) : fs::path("build/bin");
 }
 
-std::vector<uint8_t> make_spec(std::string_view name, uint32_t timeout_s) {
+std::vector<uint8_t> make_spec(std::string_view name, uint32_t timeout_s, bool http = true) {
   flatbuffers::FlatBufferBuilder b;
+  auto triggers = proto::CreateTriggers(b, http);
   b.Finish(proto::CreateFunctionSpecDirect(b, name.data(), "v1", "default",
-                                           proto::Runtime::exec, "./run", 128, timeout_s));
+                                           proto::Runtime::exec, "./run", 128, timeout_s, 0,
+                                           nullptr, proto::NetworkPolicy::none, nullptr, 2,
+                                           nullptr, triggers));
   return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }
 
@@ -120,6 +123,8 @@ class http_adapter : public ::testing::Test {
       ASSERT_TRUE(broker::ensure_function_consumer(
           *conn_, *proto::verified<proto::FunctionSpec>(spec)));
     }
+    ASSERT_TRUE((*kv)->put(broker::function_key("default", "internal"),
+                           make_spec("internal", 3, /*http=*/false)));
     adapter_ = start_adapter("127.0.0.1:0", "adapter.log");
     std::ifstream(dir_ / "port") >> host_port_;
     port_ = std::stoi(host_port_.substr(host_port_.rfind(':') + 1));
@@ -232,6 +237,10 @@ TEST_F(http_adapter, unknown_function_is_404_at_once) {
   EXPECT_NE(r.body.find("\"error\":\"no_such_function\""), std::string::npos) << r.body;
   EXPECT_NE(r.body.find("\"function\":\"missing\""), std::string::npos) << r.body;
   EXPECT_EQ(http_call(port_, "POST", "/async-function/missing", "{}").status, 404);
+  // Deployed, but its manifest keeps it off HTTP.
+  auto off = http_call(port_, "POST", "/function/internal", "{}");
+  EXPECT_EQ(off.status, 403) << off.body;
+  EXPECT_NE(off.body.find("http_trigger_disabled"), std::string::npos) << off.body;
 }
 
 TEST_F(http_adapter, oversized_bodies_are_refused_before_they_are_read_naming_the_limit) {

@@ -31,6 +31,10 @@ route parse_route(std::string_view method, std::string_view target) {
   return {};
 }
 
+bool http_enabled(const proto::FunctionSpec& spec) noexcept {
+  return !spec.triggers() || spec.triggers()->http();
+}
+
 int http_status(proto::Status status) noexcept {
   switch (status) {
     case proto::Status::ok: return 200;

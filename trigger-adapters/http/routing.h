@@ -29,6 +29,9 @@ struct route {
 // `target` may carry a query string; it is ignored.
 route parse_route(std::string_view method, std::string_view target);
 
+// Whether the function's manifest lets HTTP invoke it (triggers.http, true by default).
+bool http_enabled(const proto::FunctionSpec& spec) noexcept;
+
 // ok 200; error, crashed, out_of_memory, cpu_limit 502; timeout 504; rejected 429;
 // no_such_function 404.
 int http_status(proto::Status status) noexcept;

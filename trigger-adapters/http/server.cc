@@ -319,8 +319,10 @@ class session : public std::enable_shared_from_this<session> {
       function_name_ = route_.name;
       if (!broker::valid_name(route_.name))
         early_ = reply{400, error_json("invalid_function_name", {{"function", route_.name}})};
-      else if (!srv_.registry.find(srv_.opts.tenant, route_.name))
+      else if (auto fn = srv_.registry.find(srv_.opts.tenant, route_.name); !fn)
         early_ = reply{404, error_json("no_such_function", {{"function", route_.name}})};
+      else if (!http_enabled(fn->spec()))
+        early_ = reply{403, error_json("http_trigger_disabled", {{"function", route_.name}})};
     }
     if (auto length = parser_->content_length(); length && *length > limit_) return too_large();
     parser_->body_limit(limit_);
@@ -485,6 +487,8 @@ void detail::server_state::invoke(const std::shared_ptr<session>& s, const route
   const bool sync = r.what == endpoint::invoke_sync;
   auto fn = registry.find(opts.tenant, r.name);
   if (!fn) return s->answer_json(404, error_json("no_such_function", {{"function", r.name}}));
+  if (!http_enabled(fn->spec()))
+    return s->answer_json(403, error_json("http_trigger_disabled", {{"function", r.name}}));
 
   broker::invocation_request call;
   call.tenant = opts.tenant;

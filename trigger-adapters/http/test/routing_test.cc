@@ -42,6 +42,21 @@ TEST(routing, result_status_maps_to_the_http_status_a_caller_expects) {
   EXPECT_EQ(h::http_status(p::Status::no_such_function), 404);
 }
 
+TEST(routing, http_trigger_is_on_unless_the_manifest_turns_it_off) {
+  auto enabled = [](std::optional<bool> http) {
+    flatbuffers::FlatBufferBuilder b;
+    flatbuffers::Offset<p::Triggers> t;
+    if (http) t = p::CreateTriggers(b, *http);
+    p::FunctionSpecBuilder sb(b);
+    if (http) sb.add_triggers(t);
+    b.Finish(sb.Finish());
+    return h::http_enabled(*p::verified<p::FunctionSpec>(p::bytes(b)));
+  };
+  EXPECT_TRUE(enabled(std::nullopt));
+  EXPECT_TRUE(enabled(true));
+  EXPECT_FALSE(enabled(false));
+}
+
 TEST(routing, error_bodies_are_json_even_with_hostile_text) {
   auto body = h::error_json("no_such_function", {{"function", "a\"b\n\xff"}});
   auto j = nlohmann::json::parse(body);
