@@ -56,8 +56,9 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   started_ns_ = unix_now_ns();
   auto log = logger("node");
 
-  conn_ = must(broker::connection::connect({.urls = opts_.nats_urls, .name = opts_.node_id}),
-               "cannot reach NATS at " + opts_.nats_urls);
+  auto conn = broker::connection::connect({.urls = opts_.nats_urls, .name = opts_.node_id});
+  if (!conn) throw std::runtime_error(conn.error().message());  // names the URL
+  conn_ = std::move(*conn);
   must(broker::bootstrap(*conn_), "cannot set up JetStream at " + opts_.nats_urls);
   code_bucket_ = must(broker::kv_bucket::open(*conn_, broker::code_bucket), "KV FNMESH_CODE");
   nodes_bucket_ = must(broker::kv_bucket::open(*conn_, broker::nodes_bucket), "KV FNMESH_NODES");

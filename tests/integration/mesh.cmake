@@ -5,7 +5,7 @@ fnmesh_test(NAME mesh_test
   DEPS fnmesh::broker_client fnmesh::test_support
   LABELS integration
   TIMEOUT 400)
-foreach(dep fnmesh-node fnmesh-collector fnmesh-events fnmesh example_echo)
+foreach(dep fnmesh-node fnmesh-collector fnmesh-events fnmesh fnmesh_example_echo)
   if(TARGET ${dep})
     add_dependencies(mesh_test ${dep})
   endif()
