@@ -1,11 +1,14 @@
 // fnmesh publish: a raw event on fnmesh.events.<subject>, stored by stream FNMESH_EVENTS.
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "broker/client/subjects.h"
 #include "common/ulid.h"
+#include "flatbuffers/proto.h"
 #include "tools/cli.h"
+#include "trigger-adapters/events/event_id.h"
 
 namespace fnmesh::cli {
 namespace {
@@ -19,6 +22,45 @@ struct publish_options {
 struct pub_ack_deleter {
   void operator()(jsPubAck* a) const noexcept { jsPubAck_Destroy(a); }
 };
+struct msg_deleter {
+  void operator()(natsMsg* m) const noexcept { natsMsg_Destroy(m); }
+};
+
+// The functions of the default tenant that subscribe to `subject`, with the invocation id
+// the events adapter gives each (derived from the stored event, so it is known here too).
+void print_subscribers(broker::connection& conn, std::string_view subject,
+                       uint64_t seq) {
+  natsMsg* raw = nullptr;
+  jsErrCode jerr = jsErrCode(0);
+  if (js_GetMsg(&raw, conn.js(), std::string(broker::events_stream).c_str(), seq, nullptr, &jerr) != NATS_OK)
+    return;
+  std::unique_ptr<natsMsg, msg_deleter> stored(raw);
+  const int64_t stored_ns = natsMsg_GetTime(stored.get());
+  auto functions = broker::kv_bucket::open(conn, broker::functions_bucket);
+  if (!functions) return;
+  auto keys = (*functions)->keys();
+  if (!keys) return;
+  std::sort(keys->begin(), keys->end());
+  bool any = false;
+  for (const auto& key : *keys) {
+    auto value = (*functions)->get(key);
+    if (!value || !value->has_value()) continue;
+    const auto* spec = proto::verified<proto::FunctionSpec>(**value);
+    if (!spec || proto::view(spec->tenant()) != broker::default_tenant || !spec->triggers() ||
+        !spec->triggers()->events())
+      continue;
+    bool match = false;
+    for (const auto* pattern : *spec->triggers()->events())
+      match = match || broker::subject_matches(proto::view(pattern), subject);
+    if (!match) continue;
+    any = true;
+    const std::string name(proto::view(spec->name()));
+    std::printf("  invokes %s: %s\n", name.c_str(),
+                events_adapter::event_invocation_id(stored_ns, seq, broker::function_key(broker::default_tenant, name))
+                    .c_str());
+  }
+  if (!any) std::printf("  no deployed function subscribes to %.*s\n", int(subject.size()), subject.data());
+}
 
 // Tokens separated by '.', none empty, no wildcards or spaces.
 bool valid_subject(std::string_view s) {
@@ -56,6 +98,7 @@ int run_publish(const context& ctx, const publish_options& o) {
   if (s != NATS_OK) return fail("cannot publish " + subject + ": " + nats_GetLastError(nullptr));
   std::printf("published %s: stream %s seq %llu\n", subject.c_str(), ack->Stream,
               static_cast<unsigned long long>(ack->Sequence));
+  print_subscribers(*conn, o.subject, ack->Sequence);
   return 0;
 }
 

@@ -1,0 +1,227 @@
+// The fnmesh CLI as a user runs it: `fnmesh up --ports auto` starts a whole local mesh in
+// a temp FNMESH_HOME, the examples are deployed and invoked through the CLI, bad input gets
+// its one clear line, and `fnmesh down` leaves no process behind.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "tests/support/temp_dir.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+fs::path bin_dir() { return std::getenv("FNMESH_BIN_DIR"); }
+fs::path source_dir() { return std::getenv("FNMESH_SOURCE_DIR"); }
+fs::path build_dir() { return std::getenv("FNMESH_BUILD_DIR"); }
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct cli_run {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+  std::chrono::milliseconds took{};
+};
+
+bool process_alive(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  const size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() ||
+         (stat[paren + 2] != 'Z' && stat[paren + 2] != 'X');
+}
+
+// One mesh for the whole suite: starting it is the expensive part.
+class cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    home_ = new fnmesh::test::temp_dir("fnmesh-cli");
+    ::setenv("FNMESH_HOME", (home_->path() / "home").c_str(), 1);
+    ::unsetenv("FNMESH_NATS");
+    ::unsetenv("FNMESH_COLLECTOR");
+    up_ = new cli_run(run({"up", "--ports", "auto"}, 120));
+  }
+  static void TearDownTestSuite() {
+    run({"down"}, 60);  // idempotent: the last test already stopped it
+    delete up_;
+    delete home_;
+  }
+
+  // Runs build/bin/fnmesh with `args`, stdout and stderr apart; killed after `limit_s`.
+  static cli_run run(const std::vector<std::string>& args, int limit_s = 60) {
+    static int n = 0;
+    const fs::path out = home_->path() / ("cli-" + std::to_string(++n) + ".out");
+    const fs::path err = home_->path() / ("cli-" + std::to_string(n) + ".err");
+    std::string cmd = "timeout -s KILL " + std::to_string(limit_s) + " " + quote((bin_dir() / "fnmesh").string());
+    for (const auto& a : args) cmd += " " + quote(a);
+    cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
+    const auto started = std::chrono::steady_clock::now();
+    const int status = std::system(cmd.c_str());
+    cli_run r;
+    r.took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+  }
+
+  static std::string describe(const cli_run& r) {
+    return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
+  }
+
+  template <class F>
+  static bool eventually(F f, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (f()) return true;
+      std::this_thread::sleep_for(200ms);
+    }
+    return f();
+  }
+
+  void SetUp() override { ASSERT_EQ(up_->exit_code, 0) << "fnmesh up failed\n" << describe(*up_); }
+
+  static fnmesh::test::temp_dir* home_;
+  static cli_run* up_;
+};
+fnmesh::test::temp_dir* cli::home_ = nullptr;
+cli_run* cli::up_ = nullptr;
+
+TEST_F(cli, status_json_lists_every_component_alive) {
+  auto r = run({"status", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const json status = json::parse(r.out);
+  EXPECT_TRUE(status.at("running").get<bool>());
+  EXPECT_TRUE(status.at("nats").get<std::string>().starts_with("nats://127.0.0.1:"));
+  EXPECT_TRUE(status.at("collector").get<std::string>().starts_with("tcp://127.0.0.1:"));
+  std::set<std::string> names;
+  for (const auto& c : status.at("components")) {
+    names.insert(c.at("name").get<std::string>());
+    EXPECT_TRUE(c.at("alive").get<bool>()) << c.dump();
+    EXPECT_GT(c.at("pid").get<int>(), 0);
+    EXPECT_TRUE(fs::exists(c.at("log").get<std::string>())) << c.dump();
+    EXPECT_TRUE(fs::exists(home_->path() / "home/run" / (c.at("name").get<std::string>() + ".pid")));
+  }
+  for (const char* want : {"nats-server", "fnmesh-collector", "fnmesh-node"}) EXPECT_TRUE(names.contains(want)) << want;
+  if (fs::exists(bin_dir() / "fnmesh-http")) EXPECT_TRUE(names.contains("fnmesh-http"));
+  if (fs::exists(bin_dir() / "fnmesh-events")) EXPECT_TRUE(names.contains("fnmesh-events"));
+}
+
+TEST_F(cli, a_second_up_is_refused) {
+  auto r = run({"up", "--ports", "auto"});
+  EXPECT_EQ(r.exit_code, 3) << describe(r);
+  EXPECT_NE(r.err.find("already up"), std::string::npos) << describe(r);
+}
+
+TEST_F(cli, deploy_and_invoke_hello) {
+  auto d = run({"deploy", (source_dir() / "examples/hello").string()});
+  ASSERT_EQ(d.exit_code, 0) << describe(d);
+  EXPECT_NE(d.out.find("hello"), std::string::npos) << describe(d);
+  auto again = run({"deploy", (source_dir() / "examples/hello").string()});
+  EXPECT_NE(again.out.find("unchanged"), std::string::npos) << describe(again);
+
+  auto r = run({"invoke", "hello", "--data", R"({"name":"cli-test"})"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_NE(r.out.find("Hello, cli-test!"), std::string::npos) << describe(r);
+
+  auto ls = run({"ls"});
+  ASSERT_EQ(ls.exit_code, 0) << describe(ls);
+  EXPECT_NE(ls.out.find("hello"), std::string::npos) << describe(ls);
+  EXPECT_NE(ls.out.find("python3"), std::string::npos) << describe(ls);
+
+  EXPECT_TRUE(eventually([&] { return run({"billing", "--json"}).out.find("\"hello\"") != std::string::npos; }, 15s));
+}
+
+TEST_F(cli, async_invoke_then_result_by_id) {
+  const fs::path echo = build_dir() / "examples/echo";
+  if (!fs::exists(echo / "echo")) GTEST_SKIP() << "the native echo example is not built";
+  ASSERT_EQ(run({"deploy", echo.string()}).exit_code, 0);
+  auto r = run({"invoke", "echo", "--async", "--data", "async-ping"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const std::string id = r.out.substr(0, r.out.find('\n'));
+  ASSERT_EQ(id.size(), 26u) << describe(r);
+  cli_run shown;
+  EXPECT_TRUE(eventually([&] { return (shown = run({"result", id})).exit_code == 0; }, 20s)) << describe(shown);
+  EXPECT_NE(shown.out.find("async-ping"), std::string::npos) << describe(shown);
+  EXPECT_NE(shown.out.find("ok"), std::string::npos) << describe(shown);
+}
+
+TEST_F(cli, an_event_runs_its_subscriber_and_the_result_is_found_by_id) {
+  if (!fs::exists(bin_dir() / "fnmesh-events")) GTEST_SKIP() << "fnmesh-events is not built";
+  ASSERT_EQ(run({"deploy", (source_dir() / "examples/on-order").string()}).exit_code, 0);
+  auto p = run({"publish", "orders.created", R"({"id":7,"items":[{"price":2.5,"qty":2}]})"});
+  ASSERT_EQ(p.exit_code, 0) << describe(p);
+  const std::string tag = "invokes on-order: ";
+  const size_t at = p.out.find(tag);
+  ASSERT_NE(at, std::string::npos) << describe(p);
+  const std::string id = p.out.substr(at + tag.size(), 26);
+  cli_run shown;
+  EXPECT_TRUE(eventually([&] { return (shown = run({"result", id})).exit_code == 0; }, 30s)) << describe(shown);
+  EXPECT_NE(shown.out.find("\"total\": 5.0"), std::string::npos) << describe(shown);
+}
+
+TEST_F(cli, an_unknown_function_fails_at_once) {
+  auto r = run({"invoke", "no-such-fn", "--data", "{}"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("no_such_function: no-such-fn"), std::string::npos) << describe(r);
+  EXPECT_LT(r.took, 5s);
+}
+
+TEST_F(cli, a_bad_manifest_names_file_line_and_field) {
+  const fs::path folder = home_->path() / "bad";
+  fs::create_directories(folder);
+  std::ofstream(folder / "fnmesh.yml") << "functions:\n  bad:\n    runtime: python3\n    memory: 64\n"
+                                          "    handler: handler.handle\n";
+  std::ofstream(folder / "handler.py") << "def handle(event, ctx):\n    return event\n";
+  auto r = run({"deploy", folder.string()});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.err, "fnmesh: " + (folder / "fnmesh.yml").string() +
+                       ":4: functions.bad.memory: must be 128-10240 MB, got 64\n")
+      << describe(r);
+}
+
+TEST_F(cli, unreachable_nats_is_one_line_naming_the_url) {
+  auto r = run({"--nats", "nats://127.0.0.1:1", "ls"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("nats://127.0.0.1:1"), std::string::npos) << describe(r);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << describe(r);
+}
+
+// Last: stops the mesh, then nothing it started may still run.
+TEST_F(cli, zz_down_leaves_no_process) {
+  auto status = run({"status", "--json"});
+  ASSERT_EQ(status.exit_code, 0) << describe(status);
+  std::vector<pid_t> pids;
+  for (const auto& c : json::parse(status.out).at("components")) pids.push_back(c.at("pid").get<pid_t>());
+  ASSERT_FALSE(pids.empty());
+
+  auto down = run({"down"}, 90);
+  ASSERT_EQ(down.exit_code, 0) << describe(down);
+  for (pid_t pid : pids) EXPECT_TRUE(eventually([&] { return !process_alive(pid); }, 5s)) << "pid " << pid;
+  EXPECT_FALSE(fs::exists(home_->path() / "home/status.json"));
+  EXPECT_TRUE(fs::is_empty(home_->path() / "home/run"));
+  auto after = run({"status"});
+  EXPECT_NE(after.exit_code, 0) << describe(after);
+}
+
+}  // namespace
