@@ -279,6 +279,17 @@ TEST_F(http_adapter, async_call_is_202_with_an_id_and_the_invocation_is_on_the_s
   EXPECT_EQ(inv->reply(), nullptr);  // async: nobody waits
 }
 
+TEST_F(http_adapter, async_call_is_not_202_when_the_stream_does_not_store_it) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  nats_->stop();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = http_call(port_, "POST", "/async-function/echo", "{}");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("\"error\":\"unavailable\""), std::string::npos) << r.body;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 15s);
+  EXPECT_EQ(http_call(port_, "GET", "/healthz").status, 200);  // still serving
+}
+
 TEST_F(http_adapter, sync_call_answers_with_the_result_the_node_sends) {
   ASSERT_GT(port_, 0) << adapter_->log_text();
   auto [fut, data] = call_sync("echo", "hello");

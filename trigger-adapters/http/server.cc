@@ -153,6 +153,68 @@ class activation_queries {
   std::thread thread_;  // last: starts once everything above exists
 };
 
+// POST /async-function: a 202 promises that the invocation is stored, so these wait for
+// the stream's ack — on this thread, never on the I/O thread. Owns the thread and its
+// queue; outcomes are posted to the I/O thread.
+class async_publisher {
+ public:
+  using done_fn = std::function<void(result<broker::published>)>;
+
+  async_publisher(broker::invoker& invoker, asio::io_context& ioc)
+      : invoker_(invoker), ioc_(ioc), thread_([this] { loop(); }) {}
+  ~async_publisher() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+  }
+
+  // `body` backs req.payload until the publish is done.
+  void submit(broker::invocation_request req, std::string body, done_fn done) {
+    {
+      std::lock_guard lock(mutex_);
+      queue_.push_back({std::move(req), std::move(body), std::move(done)});
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  struct job {
+    broker::invocation_request req;
+    std::string body;
+    done_fn done;
+  };
+
+  void loop() {
+    for (;;) {
+      std::deque<job> batch;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+        if (stop_ && queue_.empty()) return;
+        batch.swap(queue_);
+      }
+      for (auto& j : batch) {
+        j.req.payload = {reinterpret_cast<const uint8_t*>(j.body.data()), j.body.size()};
+        auto outcome = invoker_.invoke(j.req, /*async_publish=*/false);
+        asio::post(ioc_, [done = std::move(j.done), outcome = std::move(outcome)]() mutable {
+          done(std::move(outcome));
+        });
+      }
+    }
+  }
+
+  broker::invoker& invoker_;
+  asio::io_context& ioc_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<job> queue_;
+  bool stop_ = false;
+  std::thread thread_;  // last: starts once everything above exists
+};
+
 class session;
 
 std::pair<std::string, uint16_t> split_host_port(const std::string& listen) {
@@ -184,7 +246,9 @@ struct server_state {
   void result_loop();
   // I/O thread only:
   void invoke(const std::shared_ptr<session>& s, const route& r,
-              const bhttp::request<bhttp::string_body>& req);
+              bhttp::request<bhttp::string_body>& req);
+  void answer_refusal(const std::shared_ptr<session>& s, const std::string& function,
+                      std::error_code ec);
   void complete(const broker::result_message& m);
   void give_up(uint64_t correlation);
   std::string render_metrics() const {
@@ -201,6 +265,7 @@ struct server_state {
   std::unique_ptr<broker::reply_router> router;
   std::string reply_endpoint;
   std::unique_ptr<activation_queries> queries;
+  std::unique_ptr<async_publisher> publisher;
 
   // I/O thread only.
   struct waiting_call {
@@ -209,6 +274,7 @@ struct server_state {
   };
   std::unordered_map<uint64_t, waiting_call> waiting;
   uint64_t next_correlation = 1;
+  size_t publishing = 0;  // async calls waiting for the stream's ack
   uint64_t unmatched = 0;
   request_metrics metrics;
   bool draining = false;
@@ -367,7 +433,7 @@ class session : public std::enable_shared_from_this<session> {
 
   void dispatch() {
     if (early_) return answer_json(early_->status, std::move(early_->body));
-    const auto& req = parser_->get();
+    auto& req = parser_->get();
     switch (route_.what) {
       case endpoint::healthz:
         return answer(200, "ok\n", "text/plain");
@@ -451,6 +517,7 @@ detail::server_state::server_state(server_options o, broker::function_registry& 
   router = std::move(*bound);
   reply_endpoint = router->endpoint();
   queries = std::make_unique<activation_queries>(zmq, opts.collector, opts.collector_timeout, ioc);
+  publisher = std::make_unique<async_publisher>(invoker, ioc);
   result_thread = std::thread([this] { result_loop(); });
 }
 
@@ -481,7 +548,7 @@ void detail::server_state::result_loop() {
 }
 
 void detail::server_state::invoke(const std::shared_ptr<session>& s, const route& r,
-                          const bhttp::request<bhttp::string_body>& req) {
+                                  bhttp::request<bhttp::string_body>& req) {
   if (draining)
     return s->answer_json(503, error_json("shutting_down", {{"function", r.name}}));
   const bool sync = r.what == endpoint::invoke_sync;
@@ -493,40 +560,53 @@ void detail::server_state::invoke(const std::shared_ptr<session>& s, const route
   broker::invocation_request call;
   call.tenant = opts.tenant;
   call.function = r.name;
-  const auto& body = req.body();
-  call.payload = {reinterpret_cast<const uint8_t*>(body.data()), body.size()};
   if (auto type = req[bhttp::field::content_type]; !type.empty()) call.content_type = std::string(sv(type));
   call.trigger = proto::Trigger::http;
   call.source = std::string(sv(req.target()));
-  const uint64_t correlation = next_correlation++;
-  if (sync) {
-    call.reply_endpoint = reply_endpoint;
-    call.correlation = correlation;
-  }
-  // Async publish: the I/O thread never waits for the stream's ack. A publish lost after
-  // this point surfaces as the sync wait running out (504).
-  auto published = invoker.invoke(call, /*async_publish=*/true);
-  if (!published) {
-    const auto ec = published.error();
-    if (ec == errc::not_found)
-      return s->answer_json(404, error_json("no_such_function", {{"function", r.name}}));
-    if (ec == errc::too_large)
-      return s->answer_json(413, error_json("payload_too_large", {{"function", r.name},
-                                                                  {"message", ec.message()}}));
-    if (ec == errc::invalid_argument)
-      return s->answer_json(400, error_json("invalid_argument", {{"function", r.name},
-                                                                 {"message", ec.message()}}));
-    log()->warn("publishing an invocation of {} failed: {}", r.name, ec.message());
-    return s->answer_json(503, error_json("unavailable", {{"function", r.name},
-                                                          {"message", ec.message()}}));
-  }
-  const auto& id = published->invocation_id;
+
   if (!sync) {
-    nlohmann::json j{{"invocation_id", id}, {"function", r.name}};
-    return s->answer_json(202, j.dump() + "\n", id);
+    ++publishing;
+    publisher->submit(std::move(call), std::move(req.body()),
+                      [this, s, name = r.name](result<broker::published> published) {
+                        --publishing;
+                        if (!published) answer_refusal(s, name, published.error());
+                        else {
+                          const auto& id = published->invocation_id;
+                          nlohmann::json j{{"invocation_id", id}, {"function", name}};
+                          s->answer_json(202, j.dump() + "\n", id);
+                        }
+                        finish_if_drained();
+                      });
+    return;
   }
+
+  const auto& body = req.body();
+  call.payload = {reinterpret_cast<const uint8_t*>(body.data()), body.size()};
+  const uint64_t correlation = next_correlation++;
+  call.reply_endpoint = reply_endpoint;
+  call.correlation = correlation;
+  // Sync calls publish without waiting for the stream's ack, so the I/O thread never
+  // blocks on the broker; a publish lost after this point surfaces as the wait running
+  // out (504).
+  auto published = invoker.invoke(call, /*async_publish=*/true);
+  if (!published) return answer_refusal(s, r.name, published.error());
+  const auto& id = published->invocation_id;
   waiting.emplace(correlation, waiting_call{s, id});
   s->wait_for_result(correlation, std::chrono::seconds(fn->spec().timeout_s()) + opts.wait_margin);
+}
+
+void detail::server_state::answer_refusal(const std::shared_ptr<session>& s,
+                                          const std::string& function, std::error_code ec) {
+  if (ec == errc::not_found)
+    return s->answer_json(404, error_json("no_such_function", {{"function", function}}));
+  if (ec == errc::too_large)
+    return s->answer_json(413, error_json("payload_too_large", {{"function", function},
+                                                                {"message", ec.message()}}));
+  if (ec == errc::invalid_argument)
+    return s->answer_json(400, error_json("invalid_argument", {{"function", function},
+                                                               {"message", ec.message()}}));
+  log()->warn("publishing an invocation of {} failed: {}", function, ec.message());
+  s->answer_json(503, error_json("unavailable", {{"function", function}, {"message", ec.message()}}));
 }
 
 void detail::server_state::complete(const broker::result_message& m) {
@@ -561,7 +641,8 @@ void detail::server_state::begin_drain() {
   beast::error_code ec;
   acceptor.close(ec);
   signals.cancel(ec);
-  log()->info("stopping: {} sync calls still waiting", waiting.size());
+  log()->info("stopping: {} sync calls still waiting, {} async calls publishing", waiting.size(),
+              publishing);
   drain_timer.expires_after(opts.drain);
   drain_timer.async_wait([this](beast::error_code e) {
     if (!e) ioc.stop();
@@ -570,7 +651,7 @@ void detail::server_state::begin_drain() {
 }
 
 void detail::server_state::finish_if_drained() {
-  if (draining && waiting.empty()) {
+  if (draining && waiting.empty() && publishing == 0) {
     // Let the last answers be written before stopping.
     drain_timer.expires_after(200ms);
     drain_timer.async_wait([this](beast::error_code e) {
