@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <csignal>
 #include <set>
 #include <thread>
 
@@ -139,6 +140,20 @@ class events_adapter_binary : public ::testing::Test {
     return out;
   }
 
+  // Pulls until nothing new arrives for `idle`; returns the invocation ids seen, in order.
+  std::vector<std::string> drain_ids(std::string_view function, std::chrono::milliseconds idle) {
+    std::vector<std::string> ids;
+    for (;;) {
+      auto got = pull_all(function, idle);
+      if (got.empty()) return ids;
+      for (const auto& data : got) {
+        auto* inv = proto::verified<proto::Invocation>(data);
+        EXPECT_NE(inv, nullptr);
+        if (inv) ids.emplace_back(proto::view(inv->id()));
+      }
+    }
+  }
+
   test::temp_dir dir_{"events-adapter"};
   std::unique_ptr<test::nats_server> nats_;
   std::unique_ptr<broker::connection> conn_;
@@ -204,6 +219,35 @@ TEST_F(events_adapter_binary, unmatched_events_are_acked_and_counted) {
   EXPECT_TRUE(pull_all("payments", 200ms).empty());
   EXPECT_EQ(adapter.stop(10s), 0);
   EXPECT_NE(adapter.log_text().find("1 unmatched"), std::string::npos) << adapter.log_text();
+}
+
+}  // namespace
+}  // namespace fnmesh
+
+namespace fnmesh {
+namespace {
+
+TEST_F(events_adapter_binary, killed_mid_stream_and_restarted_every_subscriber_gets_each_event_once) {
+  constexpr int events = 1500;
+  for (int i = 0; i < events; ++i)
+    publish_event("orders.created", "{\"n\":" + std::to_string(i) + "}");
+  auto adapter = test::child_process::spawn(
+      {.program = bin_dir() / "fnmesh-events",
+       .args = {"--nats", nats_->url(), "--batch", "16", "--ack-wait", "2"},
+       .log = dir_ / "killed.log"});
+  ASSERT_TRUE(adapter.wait_for_log("consuming", 10s)) << adapter.log_text();
+  std::this_thread::sleep_for(300ms);
+  adapter.signal(SIGKILL);  // between publishing invocations and acking their events
+  adapter.wait(5s);
+
+  auto again = start_adapter("after-kill.log");
+  for (const char* fn : {"one-level", "all-orders"}) {
+    auto ids = drain_ids(fn, 3s);
+    std::set<std::string> unique(ids.begin(), ids.end());
+    EXPECT_EQ(unique.size(), size_t(events)) << fn;  // none lost
+    EXPECT_EQ(ids.size(), size_t(events)) << fn;     // none twice
+  }
+  EXPECT_EQ(again.stop(10s), 0);
 }
 
 }  // namespace
