@@ -155,6 +155,7 @@ struct executor::impl {
     work w;
     outcome out;
     int64_t deadline_mono = 0;
+    int64_t sent_mono = 0;
     size_t sent = 0;                 // frame bytes written so far (header included)
     uint8_t header[frame_header_bytes] = {};
     std::span<const uint8_t> payload;  // exec: what goes to stdin
@@ -175,6 +176,7 @@ struct executor::impl {
     int64_t idle_since_mono = 0;
     int64_t cpu_user_ns = 0;         // /proc figures at the end of the last invocation
     int64_t cpu_system_ns = 0;
+    int64_t reply_ewma_ns = 0;       // warm round trips, smoothed
     std::vector<uint8_t> rbuf;
     size_t rlen = 0;
     std::string err_tail;
@@ -190,7 +192,7 @@ struct executor::impl {
   pid_t self_pid_ = ::getpid();
   int64_t tick_ns_ = 1'000'000'000 / std::max<long>(1, ::sysconf(_SC_CLK_TCK));
   int64_t spin_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.spin).count();
-  int64_t last_activity_mono_ = 0;  // loop thread: last frame sent or result taken
+  int64_t spin_until_mono_ = 0;  // loop thread: a fast reply is expected until then
 
   std::mutex mutex_;
   std::vector<work> queued_;
@@ -231,7 +233,7 @@ struct executor::impl {
   }
 
   void wake() {
-    if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+    if (wake_pending_.exchange(true, std::memory_order_seq_cst)) return;
     uint64_t one = 1;
     [[maybe_unused]] auto n = ::write(wake_.get(), &one, sizeof one);
   }
@@ -257,12 +259,13 @@ struct executor::impl {
         timeout = &ts;
       }
       int n = 0;
-      if (busy_ > 0 && spin_ns_ > 0) {
-        // A warm reply usually comes within tens of microseconds: catch it awake.
+      if (busy_ > 0 && spin_until_mono_ > 0) {
+        // A worker that answers within the spin window: catch its reply awake.
         const timespec zero{};
-        int64_t until = last_activity_mono_ + spin_ns_;
-        while ((n = ::epoll_pwait2(epoll_.get(), events, 64, &zero, nullptr)) == 0 && mono_now_ns() < until) {
+        while ((n = ::epoll_pwait2(epoll_.get(), events, 64, &zero, nullptr)) == 0 &&
+               mono_now_ns() < spin_until_mono_) {
         }
+        spin_until_mono_ = 0;
       }
       if (n == 0) n = ::epoll_pwait2(epoll_.get(), events, 64, timeout, nullptr);
       if (n < 0 && errno != EINTR) {
@@ -295,9 +298,11 @@ struct executor::impl {
   void dispatch(const epoll_event& ev) {
     auto role = fd_role(ev.data.u64 & 7);
     if (role == fd_role::wake) {
+      // Drain first, then re-arm: a wake() that lands in between is seen by
+      // take_posted(), which runs after this.
       uint64_t v;
-      wake_pending_.store(false, std::memory_order_release);
       [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
+      wake_pending_.store(false, std::memory_order_seq_cst);
       return;
     }
     auto it = workers_.find(ev.data.u64 >> 3);
@@ -436,8 +441,11 @@ struct executor::impl {
     j.out.cold_start = cold;
     j.out.worker_pid = w.pid;
     j.out.started_ns = unix_now_ns();
-    last_activity_mono_ = mono_now_ns();
-    j.deadline_mono = last_activity_mono_ + std::chrono::duration_cast<std::chrono::nanoseconds>(j.w.timeout).count();
+    const int64_t now = mono_now_ns();
+    j.sent_mono = now;
+    j.deadline_mono = now + std::chrono::duration_cast<std::chrono::nanoseconds>(j.w.timeout).count();
+    if (w.runtime != proto::Runtime::exec && !cold && w.reply_ewma_ns < spin_ns_)
+      spin_until_mono_ = std::max(spin_until_mono_, now + spin_ns_);
     store_le32(j.header, uint32_t(j.w.invocation.size()));
     w.idle_since_mono = 0;
     ++busy_;
@@ -730,7 +738,11 @@ struct executor::impl {
       return false;
     }
     job& j = *w.current;
-    last_activity_mono_ = mono_now_ns();
+    if (!j.out.cold_start) {
+      // How fast this worker answers decides whether the loop spins for it next time.
+      const int64_t took = mono_now_ns() - j.sent_mono;
+      w.reply_ewma_ns = w.reply_ewma_ns ? (w.reply_ewma_ns * 7 + took) / 8 : took;
+    }
     auto out = proto::bytes(res->output());
     j.out.output.assign(out.begin(), out.end());
     j.out.content_type = std::string(proto::view(res->content_type()));

@@ -26,8 +26,8 @@ struct executor_options {
   std::filesystem::path python_proto_dir;      // build/python (generated fnmesh.proto module)
   std::chrono::seconds keep_warm{300};         // idle workers stop after this
   size_t stderr_tail_bytes = 4096;             // kept for error reports
-  // After handing work to a worker or taking a result, the loop polls without sleeping
-  // for this long before it blocks: a warm reply then costs no wake-up (0 = never spin).
+  // After handing work to a warm worker that usually answers within this time, the loop
+  // polls for this long before it blocks: the reply then costs no wake-up (0 = never).
   std::chrono::microseconds spin{50};
 };
 

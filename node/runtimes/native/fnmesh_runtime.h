@@ -11,6 +11,7 @@
 //   }
 //
 // Single-threaded; the buffers are reused across invocations.
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -52,6 +53,18 @@ struct request {
 };
 
 namespace detail {
+
+// Sleeps in poll() rather than in read(): a reader blocked in read() on a unix socket is
+// also woken each time the node drains the reply it sent (write space), a wasted
+// cross-CPU wake-up per invocation; poll() waits for POLLIN only.
+inline bool wait_readable(int fd) {
+  pollfd p{.fd = fd, .events = POLLIN, .revents = 0};
+  for (;;) {
+    int r = ::poll(&p, 1, -1);
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) return false;
+  }
+}
 
 // Reads exactly n bytes; false on EOF or error.
 inline bool read_exact(int fd, uint8_t* p, size_t n) {
@@ -100,7 +113,7 @@ int serve(Handler&& handler, int fd = 3) {
   flatbuffers::FlatBufferBuilder out(1024);
   for (;;) {
     uint8_t header[4];
-    if (!detail::read_exact(fd, header, 4)) return 0;
+    if (!detail::wait_readable(fd) || !detail::read_exact(fd, header, 4)) return 0;
     size_t len = size_t(header[0]) | size_t(header[1]) << 8 | size_t(header[2]) << 16 | size_t(header[3]) << 24;
     if (len > proto::max_message_bytes) return 1;
     in.resize(len);

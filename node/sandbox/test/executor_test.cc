@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
@@ -80,7 +81,10 @@ class executor_test : public ::testing::Test {
                    .invocation = std::move(invocation),
                    .timeout = timeout,
                    .done = [p](outcome&& o) { p->set_value(std::move(o)); }});
-    EXPECT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      ADD_FAILURE() << "no outcome within 30 s";
+      return {};
+    }
     return f.get();
   }
 
@@ -121,6 +125,26 @@ TEST_F(executor_test, native_echo) {
   EXPECT_EQ(output_text(second), big);
   EXPECT_FALSE(second.cold_start);
   EXPECT_EQ(second.worker_pid, first.worker_pid);
+}
+
+// Callers on other threads hand work over back to back: no hand-off may be lost.
+TEST_F(executor_test, native_echo_many_callers) {
+  auto fn = make_spec("echo", proto::Runtime::native, "echo");
+  auto dir = build_dir() / "examples/echo";
+  std::atomic<int> ok{0};
+  auto caller = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      std::string payload = "call-" + std::to_string(i);
+      auto o = invoke(fn, dir, payload, std::chrono::seconds(5));
+      if (o.status == proto::Status::ok && output_text(o) == payload) ++ok;
+    }
+  };
+  std::thread a(caller, 1000), b(caller, 1000);
+  caller(1000);
+  a.join();
+  b.join();
+  EXPECT_EQ(ok.load(), 3000);
+  EXPECT_LE(exec_.warm_workers(), 3u);
 }
 
 TEST_F(executor_test, exec_wordcount) {
