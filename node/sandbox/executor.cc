@@ -89,6 +89,7 @@ struct spawn_plan {
   int fds[4] = {-1, -1, -1, -1};  // become the child's 0, 1, 2, 3
   pid_t parent = 0;
   int error = 0;                  // errno of the failed step, written by the child
+  const char* step = nullptr;     // which step failed
 };
 
 int spawn_child(void* arg) {
@@ -109,22 +110,26 @@ int spawn_child(void* arg) {
     if (fd >= 0 && fd < 4) fd = ::fcntl(fd, F_DUPFD, 10);
     if (fd < 0) {
       p->error = errno ? errno : EBADF;
+      p->step = "dup";
       ::_exit(127);
     }
   }
   for (int i = 0; i < 4; ++i) {
     if (::dup2(p->fds[i], i) < 0) {
       p->error = errno;
+      p->step = "dup2";
       ::_exit(127);
     }
   }
   ::syscall(SYS_close_range, 4U, ~0U, CLOSE_RANGE_CLOEXEC);
   if (p->cwd && ::chdir(p->cwd) != 0) {
     p->error = errno;
+    p->step = "chdir to the code folder";
     ::_exit(127);
   }
   ::execve(p->path, p->argv, p->envp);
   p->error = errno;
+  p->step = "exec";
   ::_exit(127);
 }
 
@@ -585,7 +590,7 @@ struct executor::impl {
       int status = 0;
       ::waitpid(pid, &status, 0);
       complete(std::move(wk), proto::Status::error,
-               "cannot start " + path + ": " + std::strerror(plan.error));
+               "cannot start " + path + " in " + cwd + ": " + plan.step + ": " + std::strerror(plan.error));
       return nullptr;
     }
 
