@@ -94,10 +94,16 @@ struct spawn_plan {
 
 int spawn_child(void* arg) {
   auto* p = static_cast<spawn_plan*>(arg);
-  for (int sig : {SIGPIPE, SIGCHLD, SIGHUP, SIGINT, SIGTERM, SIGQUIT}) {
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(sig, &dfl, nullptr);
+  // No handler of the node may run here (this memory is the node's), and the program
+  // starts with default dispositions for what the node ignores.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    struct sigaction old {};
+    if (::sigaction(sig, nullptr, &old) != 0) continue;
+    if (old.sa_handler != SIG_DFL && (old.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGCHLD))
+      ::sigaction(sig, &dfl, nullptr);
   }
   sigset_t none;
   sigemptyset(&none);
@@ -384,7 +390,11 @@ struct executor::impl {
       return;
     }
     const auto& spec = wk.function->spec();
-    auto* inv = flatbuffers::GetRoot<proto::Invocation>(wk.invocation.data());
+    const auto* inv = proto::verified<proto::Invocation>(wk.invocation);
+    if (!inv) {
+      complete(std::move(wk), proto::Status::error, "malformed invocation");
+      return;
+    }
     switch (spec.runtime()) {
       case proto::Runtime::python3:
       case proto::Runtime::native:
