@@ -16,7 +16,15 @@ build="${FNMESH_BUILD_DIR:-build}"
 fnmesh="$build/bin/fnmesh"
 
 step() { printf '\n==> %s\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+# Shows a command as one could paste it, then runs it.
+run() {
+  local shown="\$" a
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then shown+=" $a"; else shown+=" '${a//\'/\'\\\'\'}'"; fi
+  done
+  printf '%s\n' "$shown"
+  "$@"
+}
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 json_field() { python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
 
@@ -75,4 +83,6 @@ step "billing"
 run "$fnmesh" billing --since 1h
 
 echo
-echo "mesh is running; stop it with: $fnmesh down"
+stop="$fnmesh down"
+[ -n "${FNMESH_HOME:-}" ] && stop="FNMESH_HOME=$FNMESH_HOME $stop"
+echo "mesh is running; stop it with: $stop"
