@@ -2,20 +2,10 @@
 
 #include <charconv>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 namespace fnmesh::cli {
-namespace {
-
-std::string env_or(const char* name, std::string_view fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::string(v) : std::string(fallback);
-}
-
-}  // namespace
-
 void context::add_global_options(CLI::App& app) {
   app.add_option("--nats", nats_, "NATS URL(s), comma-separated")
       ->envname("FNMESH_NATS")
@@ -46,7 +36,7 @@ std::string context::collector_endpoint() const {
   if (!collector_.empty()) return collector_;
   if (auto status = read_status(home()); status && status->contains("collector"))
     return (*status)["collector"].get<std::string>();
-  return env_or("FNMESH_COLLECTOR", default_collector);
+  return std::string(default_collector);
 }
 
 std::unique_ptr<broker::connection> context::connect() const {
