@@ -80,7 +80,7 @@ def _result(inv_id, status, output, error, content_type):
     tail = bytearray()
     data = table + table_size
     for field, at, value, is_text in ((0, 4, inv_id, True), (2, 8, output, False),
-                                      (3, 12, error.encode("utf-8") if error else None, True),
+                                      (3, 12, error.encode("utf-8", "replace") if error else None, True),
                                       (9, 16, content_type.encode() if content_type else None, True)):
         if value is None:
             inline += _U32.pack(0)

@@ -277,6 +277,17 @@ TEST_F(executor_test, bad_handler_module_is_an_error) {
   EXPECT_NE(o.error.find("no_such_module"), std::string::npos) << o.error;
 }
 
+TEST_F(executor_test, python_on_order_summary) {
+  auto fn = make_spec("on-order", proto::Runtime::python3, "handler.handle");
+  auto o = invoke_buffer(fn, examples_ / "on-order",
+                         make_invocation("on-order", R"({"id": 7, "items": [{"price": 2.5, "qty": 2}, {"price": 1}]})",
+                                         proto::Trigger::event));
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  auto out = output_text(o);
+  for (const char* want : {R"("order": 7)", R"("items": 2)", R"("total": 6.0)", R"("subject": "orders.created")"})
+    EXPECT_NE(out.find(want), std::string::npos) << want << " in " << out;
+}
+
 TEST_F(executor_test, python_raw_bytes_and_env) {
   auto fn = make_spec("hello", proto::Runtime::python3, "handler.handle");
   auto o = invoke(fn, examples_ / "hello", "not json");
