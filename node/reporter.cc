@@ -37,11 +37,15 @@ reporter::~reporter() {
 
 result<uint64_t> reporter::record(const encoder& encode) {
   result<uint64_t> seq;
+  bool wake = false;
   {
     std::lock_guard lock(mutex_);
     seq = spool_.append(encode(spool_.next_seq()));
+    // The reporter needs a wake-up for the first record of a batch and a full batch only.
+    const uint64_t pending = spool_.last_seq() - spool_.acked_seq();
+    wake = pending == 1 || pending == opts_.batch_records;
   }
-  changed_.notify_all();
+  if (wake) changed_.notify_all();
   return seq;
 }
 
@@ -66,6 +70,11 @@ void reporter::run() {
       std::unique_lock lock(mutex_);
       changed_.wait_for(lock, std::chrono::milliseconds(500),
                         [&] { return stopping_ || spool_.last_seq() > spool_.acked_seq(); });
+      if (stopping_) return;
+      // Let a batch gather for a moment: one collector commit for many completions.
+      changed_.wait_for(lock, opts_.linger, [&] {
+        return stopping_ || spool_.last_seq() - spool_.acked_seq() >= opts_.batch_records;
+      });
       if (stopping_) return;
       auto read = spool_.read_after(spool_.acked_seq(), opts_.batch_records);
       if (!read) {

@@ -27,6 +27,7 @@ struct reporter_options {
   std::string collector;                     // tcp://127.0.0.1:7700
   std::filesystem::path spool_dir;
   size_t batch_records = 512;
+  std::chrono::milliseconds linger{5};       // a batch waits this long to fill
   std::chrono::milliseconds ack_timeout{2000};
 };
 
