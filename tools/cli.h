@@ -21,6 +21,8 @@ namespace fnmesh::cli {
 inline constexpr std::string_view default_nats = "nats://127.0.0.1:4222";
 inline constexpr std::string_view default_collector = "tcp://127.0.0.1:7700";
 
+// The global options and how they resolve (flag, env, status.json, default).
+// Owns only option strings; one per process, read from the main thread.
 class context {
  public:
   void add_global_options(CLI::App& app);
@@ -71,6 +73,7 @@ int fail(std::string_view message);
 std::optional<std::string> read_file(const std::filesystem::path& path);
 
 // A text table: columns padded to their widest cell, two spaces apart.
+// Owns its rows; filled and printed by one thread.
 class table {
  public:
   explicit table(std::vector<std::string> header) { rows_.push_back(std::move(header)); }

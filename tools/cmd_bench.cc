@@ -34,8 +34,9 @@ struct phase_outcome {
   std::string first_error;
 };
 
-// One benchmark run: the invoker publishes, the router receives; correlation ids count up
-// across phases so a late result of one phase is never taken for another's.
+// One benchmark: publishes through the invoker and receives on the router (both borrowed),
+// from one thread; correlation ids count up across phases so a late result is never
+// taken for another phase's.
 class bench_run {
  public:
   bench_run(broker::invoker& inv, broker::reply_router& router, broker::invocation_request req,

@@ -41,8 +41,8 @@ bool wait_for(Ready ready, Running running, std::chrono::milliseconds limit) {
   return ready();
 }
 
-// The mesh being started: what runs so far, written to status.json after every step so
-// that `down` can always clean up.
+// The mesh being started: owns the list of daemons started so far, written to status.json
+// after every step so that `down` can always clean up. Used by `up` on the main thread.
 class mesh_start {
  public:
   mesh_start(fs::path home, json endpoints) : home_(std::move(home)), endpoints_(std::move(endpoints)) {}

@@ -72,7 +72,8 @@ std::string describe(const YAML::Node& n) {
   }
 }
 
-// Walks the document, keeping the first error.
+// Checks values and keys while the document is walked, keeping the first error.
+// Owns that error; lives for one parse on the caller's thread.
 class checker {
  public:
   explicit checker(const std::string& file) : file_(file) {}
