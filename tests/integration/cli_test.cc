@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -49,6 +50,23 @@ bool process_alive(pid_t pid) {
   const size_t paren = stat.rfind(')');
   return paren == std::string::npos || paren + 2 >= stat.size() ||
          (stat[paren + 2] != 'Z' && stat[paren + 2] != 'X');
+}
+
+// Processes whose command line or working directory lies under `dir` (daemons, workers).
+std::vector<std::string> processes_under(const fs::path& dir) {
+  std::vector<std::string> found;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline = slurp(entry.path() / "cmdline");
+    std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
+    std::error_code ec;
+    const std::string cwd = fs::read_symlink(entry.path() / "cwd", ec).string();
+    if (!process_alive(std::stoi(pid))) continue;
+    if (cmdline.find(dir.string()) != std::string::npos || cwd.starts_with(dir.string()))
+      found.push_back(pid + ": " + cmdline);
+  }
+  return found;
 }
 
 // One mesh for the whole suite: starting it is the expensive part.
@@ -218,10 +236,15 @@ TEST_F(cli, zz_down_leaves_no_process) {
   const json parsed = json::parse(status.out);
   for (const auto& c : parsed.at("components")) pids.push_back(c.at("pid").get<pid_t>());
   ASSERT_FALSE(pids.empty());
+  const fs::path home = home_->path() / "home";
+  ASSERT_FALSE(processes_under(home).empty());  // nats-server's -sd, the node's --dir
 
   auto down = run({"down"}, 90);
   ASSERT_EQ(down.exit_code, 0) << describe(down);
   for (pid_t pid : pids) EXPECT_TRUE(eventually([&] { return !process_alive(pid); }, 5s)) << "pid " << pid;
+  // Nor any function worker the node started (they run in the node's code cache).
+  EXPECT_TRUE(eventually([&] { return processes_under(home).empty(); }, 5s))
+      << ::testing::PrintToString(processes_under(home));
   EXPECT_FALSE(fs::exists(home_->path() / "home/status.json"));
   EXPECT_TRUE(fs::is_empty(home_->path() / "home/run"));
   auto after = run({"status"});
