@@ -2,9 +2,10 @@
 // executor: runs invocations in worker processes (the stand-in for real sandboxes, which
 // come with issue 3 behind this same interface). Owns one event-loop thread (epoll over
 // every worker's fd 3 socket, stdout/stderr pipes, pidfds and deadline timers) and the
-// warm pool: one idle worker per function version is reused (python3, native); `exec`
-// starts one process per invocation. run() is thread-safe; callbacks run on the loop
-// thread and must not block.
+// warm pool: idle workers per (tenant, function, version) are reused (python3, native),
+// a new one starts when none is idle (one per concurrent invocation); `exec` starts one
+// process per invocation. run() is thread-safe; callbacks run on the loop thread and
+// must neither block nor throw.
 #include <sys/types.h>
 
 #include <chrono>
@@ -61,7 +62,7 @@ struct work {
 class executor {
  public:
   explicit executor(executor_options opts);   // throws on start-up failure (epoll, thread)
-  ~executor();                                // kills every worker, joins the loop
+  ~executor();  // kills every worker, joins the loop; what still runs completes as crashed
 
   void run(work w);
   // Stops taking work (later run() calls complete at once with status rejected); waits
