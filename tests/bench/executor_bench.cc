@@ -85,6 +85,37 @@ void native_echo_64k(benchmark::State& state) {
   round_trip(state, proto::Runtime::native, "echo", "echo", build_dir() / "examples/echo", std::string(64 * 1024, 'x'));
 }
 
+// Throughput with C invocations in flight (C warm echo workers): each iteration hands
+// over C invocations at once and waits for all of them.
+void native_echo_concurrent(benchmark::State& state) {
+  const auto c = uint32_t(state.range(0));
+  executor exec(executor_options{.python_shim = source_dir() / "node/runtimes/python/shim.py",
+                                 .python_proto_dir = build_dir() / "python"});
+  auto fn = spec("echo", proto::Runtime::native, "echo");
+  auto inv = invocation("echo", "{}");
+  std::atomic<uint32_t> finished{0};
+  std::atomic<uint32_t> failed{0};
+  auto batch = [&] {
+    uint32_t target = finished.load(std::memory_order_acquire) + c;
+    for (uint32_t i = 0; i < c; ++i)
+      exec.run(work{.function = fn,
+                    .code_dir = build_dir() / "examples/echo",
+                    .invocation = inv,
+                    .timeout = std::chrono::seconds(10),
+                    .done =
+                        [&](outcome&& o) {
+                          if (o.status != proto::Status::ok) failed.fetch_add(1);
+                          finished.fetch_add(1, std::memory_order_release);
+                          finished.notify_one();
+                        }});
+    for (uint32_t now; (now = finished.load(std::memory_order_acquire)) < target;) finished.wait(now);
+  };
+  batch();  // cold starts
+  for (auto _ : state) batch();
+  if (failed.load() > 0) state.SkipWithError("invocations failed");
+  state.SetItemsProcessed(int64_t(state.iterations()) * c);
+}
+
 // The floor: the same frames to the echo worker over a socketpair with blocking calls
 // on one thread, no event loop and no thread hand-off.
 void raw_socketpair_echo(benchmark::State& state) {
@@ -124,6 +155,7 @@ void raw_socketpair_echo(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+BENCHMARK(native_echo_concurrent)->ArgName("c")->Arg(16)->UseRealTime()->MinTime(2.0);
 BENCHMARK(raw_socketpair_echo)->UseRealTime()->MinTime(2.0);
 BENCHMARK(native_echo)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
 BENCHMARK(native_echo_64k)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
