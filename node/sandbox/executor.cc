@@ -177,6 +177,7 @@ struct executor::impl {
     proto::Runtime runtime = proto::Runtime::python3;
     std::string pool_key;
     std::string function;            // for log lines
+    broker::function_ptr spec;       // warm workers: the spec they were started for
     pid_t pid = 0;
     unique_fd pidfd, sock, out, err, in, stat_fd, status_fd;
     std::optional<job> current;
@@ -221,6 +222,19 @@ struct executor::impl {
   std::unique_ptr<char[]> spawn_stack_ = std::make_unique<char[]>(spawn_stack_bytes);
   std::vector<uint8_t> scratch_ = std::vector<uint8_t>(read_chunk);
   std::atomic<size_t> warm_{0};
+  mutable std::mutex warm_mutex_;
+  std::unordered_map<std::string, size_t> warm_by_function_;  // "tenant/function"
+
+  void count_warm(const proto::FunctionSpec& spec, int delta) {
+    std::string key(proto::view(spec.tenant()));
+    key += '/';
+    key += proto::view(spec.name());
+    std::lock_guard lock(warm_mutex_);
+    auto& n = warm_by_function_[key];
+    n += size_t(delta);
+    if (n == 0) warm_by_function_.erase(key);
+    warm_.fetch_add(size_t(delta), std::memory_order_relaxed);
+  }
 
   explicit impl(executor_options opts) : opts_(std::move(opts)) {
     epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
@@ -610,7 +624,8 @@ struct executor::impl {
       w->status_fd.reset(::open((proc + "/status").c_str(), O_RDONLY | O_CLOEXEC));
       w->sock_open = true;
       watch(*w, w->sock, fd_role::sock, EPOLLIN);
-      warm_.fetch_add(1, std::memory_order_relaxed);
+      w->spec = wk.function;
+      count_warm(spec, +1);
     } else {
       watch(*w, w->in, fd_role::in, EPOLLOUT);
     }
@@ -966,7 +981,7 @@ struct executor::impl {
 
   void drop(worker& w) {
     remove_idle(w);
-    if (w.runtime != proto::Runtime::exec) warm_.fetch_sub(1, std::memory_order_relaxed);
+    if (w.runtime != proto::Runtime::exec && w.spec) count_warm(w.spec->spec(), -1);
     unwatch(w.sock);
     unwatch(w.out);
     unwatch(w.err);
@@ -1038,6 +1053,10 @@ struct executor::impl {
     }
     workers_.clear();
     idle_.clear();
+    {
+      std::lock_guard lock(warm_mutex_);
+      warm_by_function_.clear();
+    }
     warm_.store(0);
     for (auto& p : drain_waiters_) p.set_value();
     drain_waiters_.clear();
@@ -1076,5 +1095,10 @@ void executor::drain() {
 }
 
 size_t executor::warm_workers() const noexcept { return impl_->warm_.load(std::memory_order_relaxed); }
+
+std::vector<std::pair<std::string, size_t>> executor::warm_by_function() const {
+  std::lock_guard lock(impl_->warm_mutex_);
+  return {impl_->warm_by_function_.begin(), impl_->warm_by_function_.end()};
+}
 
 }  // namespace fnmesh::node

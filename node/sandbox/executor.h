@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "broker/client/function_registry.h"
@@ -74,6 +75,8 @@ class executor {
 
   // Live reusable workers (python3, native), idle or busy.
   size_t warm_workers() const noexcept;
+  // The same per "tenant/function" (for the heartbeat); thread-safe.
+  std::vector<std::pair<std::string, size_t>> warm_by_function() const;
 
  private:
   struct impl;

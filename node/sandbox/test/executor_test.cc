@@ -321,6 +321,10 @@ TEST_F(executor_test, concurrent_invocations_get_their_own_workers) {
   }
   EXPECT_EQ(pids.size(), 3u);
   EXPECT_EQ(exec_.warm_workers(), 3u);
+  auto by_function = exec_.warm_by_function();
+  ASSERT_EQ(by_function.size(), 1u);
+  EXPECT_EQ(by_function[0].first, "test/sleepy");
+  EXPECT_EQ(by_function[0].second, 3u);
 }
 
 TEST_F(executor_test, drain_finishes_running_then_rejects) {
@@ -359,6 +363,7 @@ TEST_F(executor_test, idle_workers_stop_after_keep_warm) {
   for (int i = 0; i < 40 && short_lived.warm_workers() > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(short_lived.warm_workers(), 0u);
+  EXPECT_TRUE(short_lived.warm_by_function().empty());
   EXPECT_NE(::kill(r.worker_pid, 0), 0);
 }
 
