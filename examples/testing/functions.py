@@ -38,3 +38,12 @@ def inspect(event, ctx):
         "env": {k: v for k, v in os.environ.items() if k.startswith(("FNMESH_", "GREETING"))},
         "cwd": os.getcwd(),
     }
+
+
+def hog(event, ctx):
+    """Touches event["mb"] MiB of memory, then frees it."""
+    mb = event.get("mb", 1) if isinstance(event, dict) else 1
+    block = bytearray(mb << 20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    return {"mb": mb}

@@ -179,7 +179,7 @@ struct executor::impl {
     std::string function;            // for log lines
     broker::function_ptr spec;       // warm workers: the spec they were started for
     pid_t pid = 0;
-    unique_fd pidfd, sock, out, err, in, stat_fd, status_fd;
+    unique_fd pidfd, sock, out, err, in, stat_fd, status_fd, clear_refs_fd;
     std::optional<job> current;
     bool sock_open = false;
     bool want_out = false;           // EPOLLOUT registered on sock / in
@@ -476,6 +476,9 @@ struct executor::impl {
     if (w.runtime != proto::Runtime::exec && !cold && w.reply_ewma_ns < spin_ns_)
       spin_until_mono_ = std::max(spin_until_mono_, now + spin_ns_);
     store_le32(j.header, uint32_t(j.w.invocation.size()));
+    // "5" resets the worker's VmHWM to its current RSS: the peak read at the end is this
+    // invocation's.
+    if (w.clear_refs_fd && !cold) [[maybe_unused]] auto r = ::pwrite(w.clear_refs_fd.get(), "5", 1, 0);
     w.idle_since_mono = 0;
     ++busy_;
   }
@@ -622,6 +625,7 @@ struct executor::impl {
     if (warm) {
       w->stat_fd.reset(::open((proc + "/stat").c_str(), O_RDONLY | O_CLOEXEC));
       w->status_fd.reset(::open((proc + "/status").c_str(), O_RDONLY | O_CLOEXEC));
+      w->clear_refs_fd.reset(::open((proc + "/clear_refs").c_str(), O_WRONLY | O_CLOEXEC));
       w->sock_open = true;
       watch(*w, w->sock, fd_role::sock, EPOLLIN);
       w->spec = wk.function;

@@ -45,7 +45,9 @@ struct outcome {
   int64_t finished_ns = 0;
   // Usage, accounting source rusage: one-shot `exec` processes report wait4() rusage;
   // warm workers report the difference of /proc/<pid>/stat utime/stime across the
-  // invocation (clock-tick resolution) and VmHWM (the worker's peak since it started).
+  // invocation (clock-tick resolution) and VmHWM, reset through /proc/<pid>/clear_refs
+  // before each warm invocation (so: the peak RSS during it; a cold start's includes
+  // the runtime's start-up).
   int64_t cpu_user_ns = 0;
   int64_t cpu_system_ns = 0;
   int64_t peak_memory_bytes = 0;

@@ -288,6 +288,21 @@ TEST_F(executor_test, python_on_order_summary) {
     EXPECT_NE(out.find(want), std::string::npos) << want << " in " << out;
 }
 
+TEST_F(executor_test, peak_memory_is_per_invocation) {
+  auto fn = make_spec("hog", proto::Runtime::python3, "functions.hog");
+  auto dir = examples_ / "testing";
+  auto warmup = invoke(fn, dir, R"({"mb": 1})");
+  ASSERT_EQ(warmup.status, proto::Status::ok) << warmup.error;
+  auto big = invoke(fn, dir, R"({"mb": 64})");
+  ASSERT_EQ(big.status, proto::Status::ok) << big.error;
+  auto small = invoke(fn, dir, R"({"mb": 1})");
+  ASSERT_EQ(small.status, proto::Status::ok) << small.error;
+  EXPECT_EQ(small.worker_pid, big.worker_pid);
+  EXPECT_GE(big.peak_memory_bytes, 64 << 20);
+  EXPECT_LT(small.peak_memory_bytes, big.peak_memory_bytes - (48 << 20));
+  EXPECT_GT(small.peak_memory_bytes, 1 << 20);
+}
+
 TEST_F(executor_test, python_raw_bytes_and_env) {
   auto fn = make_spec("hello", proto::Runtime::python3, "handler.handle");
   auto o = invoke(fn, examples_ / "hello", "not json");
