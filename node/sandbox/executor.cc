@@ -387,6 +387,7 @@ struct executor::impl {
     }
     for (worker* w : expired) {
       auto ms = w->current->w.timeout.count();
+      read_proc_usage(*w, w->current->out);  // what it used until now is billed too
       kill_worker(*w);
       finish(*w, proto::Status::timeout, "timed out after " + std::to_string(ms) + " ms");
     }
@@ -622,9 +623,9 @@ struct executor::impl {
     }
 
     std::string proc = "/proc/" + std::to_string(pid);
+    w->stat_fd.reset(::open((proc + "/stat").c_str(), O_RDONLY | O_CLOEXEC));
+    w->status_fd.reset(::open((proc + "/status").c_str(), O_RDONLY | O_CLOEXEC));
     if (warm) {
-      w->stat_fd.reset(::open((proc + "/stat").c_str(), O_RDONLY | O_CLOEXEC));
-      w->status_fd.reset(::open((proc + "/status").c_str(), O_RDONLY | O_CLOEXEC));
       w->clear_refs_fd.reset(::open((proc + "/clear_refs").c_str(), O_WRONLY | O_CLOEXEC));
       w->sock_open = true;
       watch(*w, w->sock, fd_role::sock, EPOLLIN);

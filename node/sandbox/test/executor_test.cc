@@ -235,6 +235,7 @@ TEST_F(executor_test, timeout_kills_then_new_worker) {
   auto slow = invoke(fn, dir, R"({"ms": 5000})", std::chrono::seconds(1));
   auto took = std::chrono::steady_clock::now() - t0;
   EXPECT_EQ(slow.status, proto::Status::timeout) << slow.error;
+  EXPECT_GT(slow.peak_memory_bytes, 1 << 20);  // measured up to the kill
   EXPECT_LT(took, std::chrono::milliseconds(2500));
   EXPECT_GE(took, std::chrono::milliseconds(1000));
 
