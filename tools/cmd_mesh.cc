@@ -8,6 +8,7 @@
 #include "broker/client/subjects.h"
 #include "broker/client/topology.h"
 #include "common/clock.h"
+#include "flatbuffers/proto.h"
 #include "tools/cli.h"
 #include "tools/mesh.h"
 
@@ -208,6 +209,7 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
     return mesh.abort(collector.name, "did not listen on " + collector_ep);
 
   // 3. One node: up once its heartbeat is in KV FNMESH_NODES.
+  const int64_t node_started_ns = unix_now_ns();
   daemon_process node{"fnmesh-node", node_bin,
                       {"--nats", nats_url, "--collector", collector_ep, "--dir", (home / "node").string(),
                        "--node-id", std::string(node_id), "--log-level", log_level},
@@ -217,9 +219,12 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   const pid_t node_pid = mesh.last().pid;
   auto nodes = broker::kv_bucket::open(**conn, broker::nodes_bucket);
   if (!nodes) return mesh.abort("nats-server", "has no KV " + std::string(broker::nodes_bucket));
+  // A heartbeat sent since this start (a node killed earlier may have left one in KV).
   auto beating = [&] {
     auto v = (*nodes)->get(node_id);
-    return v && v->has_value();
+    if (!v || !v->has_value()) return false;
+    const auto* beat = proto::verified<proto::Heartbeat>(**v);
+    return beat && beat->sent_ns() >= node_started_ns;
   };
   if (!wait_for(beating, [&] { return child_running(node_pid); }, wait_limit))
     return mesh.abort(node.name, child_running(node_pid) ? "sent no heartbeat" : "exited");
