@@ -239,7 +239,7 @@ TEST_F(executor_test, timeout_kills_then_new_worker) {
   EXPECT_LT(took, std::chrono::milliseconds(2500));
   EXPECT_GE(took, std::chrono::milliseconds(1000));
 
-  auto quick = invoke(fn, dir, R"({"ms": 10})", std::chrono::seconds(1));
+  auto quick = invoke(fn, dir, R"({"ms": 10})", std::chrono::seconds(5));
   ASSERT_EQ(quick.status, proto::Status::ok) << quick.error;
   EXPECT_TRUE(quick.cold_start);
   EXPECT_NE(quick.worker_pid, slow.worker_pid);
