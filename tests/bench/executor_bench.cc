@@ -1,7 +1,9 @@
 // Warm round trip through the executor: run() on the caller's thread, the frame to the
 // worker and back, done() on the loop thread, the caller woken. Nothing else (no NATS).
 #include <benchmark/benchmark.h>
+#include <linux/futex.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +17,16 @@
 
 namespace fnmesh::node {
 namespace {
+
+// Blocks in the kernel at once: std::atomic::wait() spins and yields first, which on two
+// vCPUs steals the CPU from the loop and the worker being measured.
+void futex_wait(std::atomic<uint32_t>& a, uint32_t old) {
+  while (a.load(std::memory_order_acquire) == old)
+    ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&a), FUTEX_WAIT_PRIVATE, old, nullptr, nullptr, 0);
+}
+void futex_wake(std::atomic<uint32_t>& a) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&a), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
 
 std::filesystem::path dir_from(const char* env, const char* fallback) {
   const char* v = std::getenv(env);
@@ -61,9 +73,9 @@ void round_trip(benchmark::State& state, proto::Runtime runtime, const char* nam
                       [&](outcome&& o) {
                         last = o.status;
                         finished.fetch_add(1, std::memory_order_release);
-                        finished.notify_one();
+                        futex_wake(finished);
                       }});
-    finished.wait(before, std::memory_order_acquire);
+    futex_wait(finished, before);
   };
   once();  // the cold start
   if (last != proto::Status::ok) {
@@ -106,9 +118,9 @@ void native_echo_concurrent(benchmark::State& state) {
                         [&](outcome&& o) {
                           if (o.status != proto::Status::ok) failed.fetch_add(1);
                           finished.fetch_add(1, std::memory_order_release);
-                          finished.notify_one();
+                          futex_wake(finished);
                         }});
-    for (uint32_t now; (now = finished.load(std::memory_order_acquire)) < target;) finished.wait(now);
+    for (uint32_t now; (now = finished.load(std::memory_order_acquire)) < target;) futex_wait(finished, now);
   };
   batch();  // cold starts
   for (auto _ : state) batch();
