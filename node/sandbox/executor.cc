@@ -1024,10 +1024,12 @@ struct executor::impl {
     if (wk.done) wk.done(std::move(out));
   }
 
+  // Drained: nothing runs and every worker is killed and reaped.
   void check_drained() {
     if (!draining_ || busy_ > 0) return;
     for (auto& [id, w] : workers_)
       if (!w->dying) kill_worker(*w);
+    if (!workers_.empty()) return;  // reap() calls again as each one goes
     for (auto& p : drain_waiters_) p.set_value();
     drain_waiters_.clear();
   }

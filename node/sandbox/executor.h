@@ -69,7 +69,8 @@ class executor {
 
   void run(work w);
   // Stops taking work (later run() calls complete at once with status rejected); waits
-  // for what runs, then kills idle workers. Must not be called on the loop thread.
+  // for what runs, then kills idle workers and returns once every worker process is
+  // gone. Must not be called on the loop thread.
   void drain();
 
   // Runs fn on the loop thread (for callers that must touch loop-owned state).

@@ -357,6 +357,8 @@ TEST_F(executor_test, drain_finishes_running_then_rejects) {
   ASSERT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
   auto o = f.get();
   EXPECT_EQ(o.status, proto::Status::ok) << o.error;
+  EXPECT_EQ(exec_.warm_workers(), 0u);
+  EXPECT_NE(::kill(o.worker_pid, 0), 0);  // reaped, not just signalled
   auto later = invoke(fn, dir, R"({"ms": 1})");
   EXPECT_EQ(later.status, proto::Status::rejected);
 }
