@@ -68,7 +68,10 @@ void capacity::refill(int64_t now_ms) {
   std::vector<function_state*> hungry;
   for (auto* f : order)
     if (f->hungry) hungry.push_back(f);
-  while (!hungry.empty() && used_slots_ < slots_) {
+  // Extra requests go out in batches of at least a quarter of the slots: one request per
+  // freed slot would double the broker's work per invocation under load.
+  const uint32_t min_batch = std::max<uint32_t>(1, slots_ / 4);
+  while (!hungry.empty() && slots_ - used_slots_ >= min_batch) {
     const uint32_t share = std::max<uint32_t>(1, (slots_ - used_slots_) / hungry.size());
     bool issued = false;
     for (auto* f : hungry) {

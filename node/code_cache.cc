@@ -16,11 +16,13 @@ result<fs::path> code_cache::ensure(const std::string& digest) {
   if (digest.empty() || digest.find_first_not_of("0123456789abcdef") != std::string::npos)
     return fail(errc::invalid_argument);
   const fs::path ready = dir_ / digest;
-  std::error_code ec;
-  if (fs::exists(ready / ".complete", ec)) return ready;
-
   std::lock_guard lock(mutex_);
-  if (fs::exists(ready / ".complete", ec)) return ready;
+  if (ready_.contains(digest)) return ready;
+  std::error_code ec;
+  if (fs::exists(ready / ".complete", ec)) {
+    ready_.insert(digest);
+    return ready;
+  }
   auto bundle = broker::load_bundle(code_, digest);
   if (!bundle) return fail(bundle.error());
   const fs::path staging = dir_ / (".staging-" + new_ulid());
@@ -32,6 +34,7 @@ result<fs::path> code_cache::ensure(const std::string& digest) {
   fs::remove_all(ready, ec);
   fs::rename(staging, ready, ec);
   if (ec) return fail(ec);
+  ready_.insert(digest);
   return ready;
 }
 

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 
 #include "broker/client/kv.h"
 #include "common/result.h"
@@ -21,6 +22,7 @@ class code_cache {
   broker::kv_bucket& code_;
   std::filesystem::path dir_;
   std::mutex mutex_;
+  std::unordered_set<std::string> ready_;  // digests known unpacked: no file system check
 };
 
 }  // namespace fnmesh::node
