@@ -163,9 +163,12 @@ void node::on_delivery(broker::delivery&& d) {
   auto done = [this, fn, held, info](outcome&& out) { finish(fn, *held, std::move(out), info); };
   if (!code_dir.empty()) {
     const auto timeout = std::chrono::milliseconds(int64_t(fn->spec().timeout_s()) * 1000);
+    std::vector<uint8_t> buffer(held->data().begin(), held->data().end());
+    // The function's ctx.attempt is JetStream's delivery count.
+    flatbuffers::GetMutableRoot<p::Invocation>(buffer.data())->mutate_attempt(info.attempt);
     executor_->run(work{.function = fn,
                         .code_dir = std::move(code_dir),
-                        .invocation = std::vector<uint8_t>(held->data().begin(), held->data().end()),
+                        .invocation = std::move(buffer),
                         .timeout = timeout,
                         .done = std::move(done)});
   } else {

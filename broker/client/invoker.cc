@@ -99,6 +99,7 @@ result<published> invoker::invoke(const invocation_request& req, bool async_publ
   ib.add_trace_id(trace_off);
   ib.add_parent_id(parent_off);
   ib.add_published_ns(now);
+  ib.add_attempt(1);  // stored (not the default 0), so a node can set the delivery count in place
   b.Finish(ib.Finish());
 
   const std::string subject = invoke_subject(req.tenant, req.function);

@@ -333,6 +333,7 @@ TEST_F(mesh, a_node_killed_mid_invocation_is_replaced_and_each_attempt_billed_on
   EXPECT_EQ(got->get().status(), p::Status::ok) << p::view(got->get().error());
   EXPECT_EQ(p::view(got->get().node_id()), "node-b");
   EXPECT_EQ(got->get().attempt(), 2u);
+  EXPECT_EQ(text(p::bytes(got->get().output())), R"({"attempt": 2})");  // what the handler saw
   ASSERT_TRUE(eventually([&] { return attempts(published->invocation_id).size() == 1; }, 10s));
   std::this_thread::sleep_for(1s);
   auto billed_attempts = attempts(published->invocation_id);
