@@ -8,7 +8,7 @@
 #include "common/ulid.h"
 #include "flatbuffers/proto.h"
 #include "tools/cli.h"
-#include "trigger-adapters/events/event_id.h"
+#include "broker/client/event_id.h"
 
 namespace fnmesh::cli {
 namespace {
@@ -56,7 +56,7 @@ void print_subscribers(broker::connection& conn, std::string_view subject,
     any = true;
     const std::string name(proto::view(spec->name()));
     std::printf("  invokes %s: %s\n", name.c_str(),
-                events_adapter::event_invocation_id(stored_ns, seq, broker::function_key(broker::default_tenant, name))
+                broker::event_invocation_id(stored_ns, seq, broker::function_key(broker::default_tenant, name))
                     .c_str());
   }
   if (!any) std::printf("  no deployed function subscribes to %.*s\n", int(subject.size()), subject.data());

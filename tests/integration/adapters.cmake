@@ -14,7 +14,7 @@ endif()
 if(TARGET fnmesh-events AND TARGET fnmesh::test_support)
   fnmesh_test(NAME events_adapter_test
     SRCS ${CMAKE_CURRENT_LIST_DIR}/events_adapter_test.cc
-    DEPS fnmesh::broker_client fnmesh::proto fnmesh::events_id fnmesh::test_support
+    DEPS fnmesh::broker_client fnmesh::proto fnmesh::test_support
     LABELS integration
     TIMEOUT 180)
   add_dependencies(events_adapter_test fnmesh-events)

@@ -17,7 +17,7 @@
 #include "tests/support/child_process.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
-#include "trigger-adapters/events/event_id.h"
+#include "broker/client/event_id.h"
 
 namespace fnmesh {
 namespace {
@@ -178,7 +178,7 @@ TEST_F(events_adapter_binary, one_event_invokes_each_subscriber_once_and_never_a
     EXPECT_EQ(inv->reply(), nullptr);
     // The id a redelivery would publish again: derived from the stored event.
     EXPECT_EQ(proto::view(inv->id()),
-              events_adapter::event_invocation_id(event.stored_ns, event.seq,
+              broker::event_invocation_id(event.stored_ns, event.seq,
                                                   broker::function_key("default", fn)));
   }
   EXPECT_TRUE(pull_all("payments", 500ms).empty());
@@ -194,7 +194,7 @@ TEST_F(events_adapter_binary, one_event_invokes_each_subscriber_once_and_never_a
   auto* inv = proto::verified<proto::Invocation>(payments[0]);
   ASSERT_NE(inv, nullptr);
   EXPECT_EQ(proto::view(inv->id()),
-            events_adapter::event_invocation_id(second.stored_ns, second.seq,
+            broker::event_invocation_id(second.stored_ns, second.seq,
                                                 "default.payments"));
   EXPECT_EQ(pull_all("all-orders").size(), 1u);  // payments.* matches it too, once
   EXPECT_TRUE(pull_all("one-level", 500ms).empty());

@@ -4,7 +4,7 @@
 
 #include "common/errc.h"
 #include "common/log.h"
-#include "trigger-adapters/events/event_id.h"
+#include "broker/client/event_id.h"
 
 namespace fnmesh::events_adapter {
 namespace {
@@ -191,7 +191,7 @@ bool dispatcher::dispatch(natsMsg* msg) {
     req.tenant = opts_.tenant;
     req.function = std::string(proto::view(spec.name()));
     req.invocation_id =
-        event_invocation_id(stored_ns, seq, broker::function_key(req.tenant, req.function));
+        broker::event_invocation_id(stored_ns, seq, broker::function_key(req.tenant, req.function));
     req.payload = payload;
     req.content_type = content_type;
     req.trigger = proto::Trigger::event;

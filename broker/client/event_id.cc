@@ -1,8 +1,8 @@
-#include "trigger-adapters/events/event_id.h"
+#include "broker/client/event_id.h"
 
 #include <array>
 
-namespace fnmesh::events_adapter {
+namespace fnmesh::broker {
 namespace {
 
 constexpr std::string_view crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -42,4 +42,4 @@ std::string event_invocation_id(int64_t event_unix_ns, uint64_t stream_seq,
   return out;
 }
 
-}  // namespace fnmesh::events_adapter
+}  // namespace fnmesh::broker

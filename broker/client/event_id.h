@@ -7,11 +7,11 @@
 #include <string>
 #include <string_view>
 
-namespace fnmesh::events_adapter {
+namespace fnmesh::broker {
 
 // function_key: tenant and function ("default.resize"), so equal names in two tenants
 // get different ids. Pure: the same inputs always give the same id.
 std::string event_invocation_id(int64_t event_unix_ns, uint64_t stream_seq,
                                 std::string_view function_key);
 
-}  // namespace fnmesh::events_adapter
+}  // namespace fnmesh::broker

@@ -3,9 +3,9 @@
 #include <set>
 
 #include "common/ulid.h"
-#include "trigger-adapters/events/event_id.h"
+#include "broker/client/event_id.h"
 
-using fnmesh::events_adapter::event_invocation_id;
+using fnmesh::broker::event_invocation_id;
 
 namespace {
 constexpr int64_t t0 = 1'795'000'000'123'456'789;  // a unix time in ns (2026)
