@@ -4,17 +4,10 @@
 
 #include "common/clock.h"
 #include "common/errc.h"
+#include "broker/client/zmq_message.h"
 #include "common/log.h"
 
 namespace fnmesh::broker {
-namespace {
-
-std::error_code from_zmq(const zmq::error_t& e) {
-  if (e.num() == ETERM) return errc::closed;
-  return {e.num(), std::system_category()};
-}
-
-}  // namespace
 
 collector_client::collector_client(zmq::context_t& ctx, const std::string& endpoint)
     : socket_(ctx, zmq::socket_type::dealer) {
@@ -28,36 +21,23 @@ result<void> collector_client::send(std::span<const uint8_t> request) {
       return fail(errc::unavailable);  // the send queue is full (collector away too long)
     return {};
   } catch (const zmq::error_t& e) {
-    return fail(from_zmq(e));
+    return fail(zmq_error(e));
   }
 }
 
 result<collector_reply> collector_client::receive(std::chrono::milliseconds timeout) {
   const int64_t deadline = mono_now_ns() + timeout.count() * 1'000'000;
-  try {
-    for (;;) {
-      zmq::message_t frame;
-      if (!socket_.recv(frame, zmq::recv_flags::dontwait)) {
-        const int64_t left_ms = (deadline - mono_now_ns() + 999'999) / 1'000'000;
-        if (left_ms <= 0) return fail(errc::timeout);
-        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-        zmq::poll(&item, 1, std::chrono::milliseconds(left_ms));
-        continue;
-      }
-      bool single = !frame.more();
-      while (frame.more()) {  // drain a multi-frame message: not our protocol
-        zmq::message_t rest;
-        if (!socket_.recv(rest, zmq::recv_flags::none)) break;
-        frame.swap(rest);
-      }
-      std::span<const uint8_t> bytes(frame.data<uint8_t>(), frame.size());
-      if (single && proto::verified<proto::CollectorReply>(bytes))
+  for (;;) {
+    auto frames = receive_message(
+        socket_, std::chrono::milliseconds(std::max<int64_t>(0, (deadline - mono_now_ns()) / 1'000'000)));
+    if (!frames) return fail(frames.error());
+    if (frames->size() == 1) {
+      std::span<const uint8_t> bytes((*frames)[0].data<uint8_t>(), (*frames)[0].size());
+      if (proto::verified<proto::CollectorReply>(bytes))
         return collector_reply(std::vector<uint8_t>(bytes.begin(), bytes.end()));
-      logger("collector_client")->warn("dropped a malformed collector reply ({} bytes)",
-                                       frame.size());
     }
-  } catch (const zmq::error_t& e) {
-    return fail(from_zmq(e));
+    logger("collector_client")->warn("dropped a malformed collector reply ({} frames)",
+                                     frames->size());
   }
 }
 
