@@ -3,8 +3,9 @@
 // outstanding pull request, or running; reserved + running never exceeds the node's
 // slots or memory budget, so the node never takes more than it can start now. Each
 // deployed function keeps one waiting request; functions whose last request was fully
-// served ("hungry") share the rest. Thread-safe (one mutex): deliveries and request ends
-// come from the nats.c thread, finishes from the executor's loop thread.
+// served ("hungry") share the rest. Each reservation remembers the memory it holds, so a
+// redeploy with another size releases exactly what was taken. Thread-safe (one mutex):
+// deliveries and request ends come from the nats.c thread, finishes from the executor's.
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -35,13 +36,16 @@ class capacity {
   void set_functions(const std::vector<capacity_function>& functions);
   // Issues the pull requests the free capacity allows.
   void refill(int64_t now_ms);
-  // A request ended (see pull_requests::end_handler).
-  void on_request_end(uint64_t request_id, uint32_t undelivered, int status, int64_t now_ms);
-  // One message of `consumer`'s request arrived: a reserved slot becomes running.
-  // False when the node is draining or the function is unknown (caller hands it back).
-  bool on_delivery(const std::string& consumer);
-  void on_finished(const std::string& consumer);
-  // Stops issuing requests (drain).
+  // A request ended on the server (see pull_requests::end_handler): what it did not
+  // deliver is free again.
+  void on_request_end(uint64_t request_id, int status, int64_t now_ms);
+  // A message of `consumer` arrived for `request_id`: its reservation becomes a running
+  // slot (a message whose request already ended takes free room if there is any). Returns
+  // the memory the slot holds, to give back to on_finished; nullopt when it cannot run
+  // here (draining without a reservation, no room, unknown function): hand it back.
+  std::optional<int64_t> on_delivery(const std::string& consumer, uint64_t request_id);
+  void on_finished(const std::string& consumer, int64_t memory_bytes);
+  // Stops issuing requests (drain); deliveries already reserved still run.
   void stop();
 
   uint32_t slots() const noexcept { return slots_; }
@@ -58,8 +62,14 @@ class capacity {
     bool hungry = false;
     int64_t backoff_until_ms = 0;
   };
+  struct request {
+    std::string consumer;
+    uint32_t remaining;
+    int64_t memory_each;
+  };
   uint32_t room(const function_state& f) const;
   bool issue(function_state& f, uint32_t batch);
+  void forget_if_idle(const std::string& consumer);
 
   mutable std::mutex mutex_;
   const uint32_t slots_;
@@ -69,7 +79,7 @@ class capacity {
   uint32_t used_slots_ = 0;      // reserved + running, all functions
   int64_t used_memory_ = 0;
   std::unordered_map<std::string, function_state> functions_;
-  std::unordered_map<uint64_t, std::string> requests_;  // request id -> consumer
+  std::unordered_map<uint64_t, request> requests_;  // outstanding, by request id
   size_t round_robin_ = 0;
 };
 

@@ -80,8 +80,8 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   pulls_ = must(broker::pull_requests::open(
                     *conn_, std::string(broker::invoke_stream),
                     [this](broker::delivery&& d) { on_delivery(std::move(d)); },
-                    [this](uint64_t id, uint32_t undelivered, int status) {
-                      capacity_->on_request_end(id, undelivered, status, now_ms());
+                    [this](uint64_t id, uint32_t, int status) {
+                      capacity_->on_request_end(id, status, now_ms());
                       if (!stopping_) capacity_->refill(now_ms());
                     }),
                 "cannot subscribe for pull requests");
@@ -90,6 +90,7 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
                          on_functions_changed();
                        }),
                    "cannot read KV FNMESH_FUNCTIONS");
+  registry_view_ = registry_.get();
   on_functions_changed();
   heartbeat_ = std::thread([this] { heartbeat_loop(); });
   log->info("node {} ready: {} slots, {} MiB, nats {}, collector {}", opts_.node_id, opts_.slots,
@@ -100,17 +101,18 @@ node::~node() {
   stopping_ = true;
   if (capacity_) capacity_->stop();
   if (heartbeat_.joinable()) heartbeat_.join();
-  registry_.reset();
-  pulls_.reset();
+  pulls_.reset();     // no delivery arrives after this
+  registry_.reset();  // joins its watch thread; registry_view_ stays valid until then
   executor_.reset();
   reporter_.reset();
   if (nodes_bucket_) (void)nodes_bucket_->erase(opts_.node_id);
 }
 
 void node::on_functions_changed() {
-  if (!registry_ || !capacity_) return;  // still starting: the constructor calls again
+  const auto* registry = registry_view_.load();
+  if (!registry) return;  // still starting: the constructor calls again
   std::vector<capacity_function> functions;
-  for (const auto& fn : registry_->all()) {
+  for (const auto& fn : registry->all()) {
     const auto& spec = fn->spec();
     functions.push_back({.consumer = broker::consumer_name(p::view(spec.tenant()), p::view(spec.name())),
                          .memory_bytes = int64_t(spec.memory_mb()) << 20,
@@ -126,8 +128,9 @@ void node::on_functions_changed() {
 
 void node::on_delivery(broker::delivery&& d) {
   auto log = logger("node");
-  if (!capacity_->on_delivery(d.consumer)) {
-    (void)d.nak(*conn_);  // draining or unknown here: another node takes it at once
+  const auto memory_held = capacity_->on_delivery(d.consumer, d.request_id);
+  if (!memory_held) {
+    (void)d.nak(*conn_);  // no room or unknown here: another node takes it at once
     return;
   }
   auto held = std::make_shared<broker::delivery>(std::move(d));
@@ -136,7 +139,7 @@ void node::on_delivery(broker::delivery&& d) {
     log->warn("dropped a malformed invocation from consumer {} (stream seq {})", held->consumer,
               held->stream_seq);
     (void)held->term(*conn_);
-    capacity_->on_finished(held->consumer);
+    capacity_->on_finished(held->consumer, *memory_held);
     capacity_->refill(now_ms());
     return;
   }
@@ -147,8 +150,9 @@ void node::on_delivery(broker::delivery&& d) {
                        .correlation = inv->reply() ? inv->reply()->correlation() : 0,
                        .trigger = inv->trigger(),
                        .published_ns = inv->published_ns(),
-                       .attempt = uint32_t(held->delivered)};
-  auto fn = registry_->find(info.tenant, info.function);
+                       .attempt = uint32_t(held->delivered),
+                       .memory_held = *memory_held};
+  auto fn = registry_view_.load()->find(info.tenant, info.function);
   outcome refused;
   std::filesystem::path code_dir;
   if (!fn) {
@@ -214,7 +218,7 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
                           spooled.error().message());
     (void)d.nak(*conn_);
   }
-  capacity_->on_finished(d.consumer);
+  capacity_->on_finished(d.consumer, inv.memory_held);
   if (!stopping_) capacity_->refill(now_ms());
 }
 
@@ -225,10 +229,13 @@ void node::heartbeat_loop() {
     if (now_ms() >= next_beat) {
       next_beat = now_ms() + std::chrono::milliseconds(opts_.heartbeat).count();
       flatbuffers::FlatBufferBuilder b;
+      std::vector<flatbuffers::Offset<p::KeyValue>> warm;
+      for (const auto& [function, count] : executor_->warm_by_function())
+        warm.push_back(p::CreateKeyValueDirect(b, function.c_str(), std::to_string(count).c_str()));
       b.Finish(p::CreateHeartbeat(b, b.CreateString(opts_.node_id), 0, opts_.memory_bytes,
                                   opts_.slots, capacity_->running(),
-                                  0, b.CreateString(opts_.collector), started_ns_,
-                                  unix_now_ns()));
+                                  b.CreateVectorOfSortedTables(&warm),
+                                  b.CreateString(opts_.collector), started_ns_, unix_now_ns()));
       if (auto ok = nodes_bucket_->put(opts_.node_id, p::bytes(b)); !ok)
         logger("node")->warn("heartbeat failed: {}", ok.error().message());
     }
@@ -240,6 +247,7 @@ void node::drain(std::chrono::milliseconds flush_timeout) {
   auto log = logger("node");
   stopping_ = true;
   capacity_->stop();
+  pulls_->stop();
   log->info("draining: {} invocations running", capacity_->running());
   while (capacity_->running() > 0) std::this_thread::sleep_for(20ms);
   executor_->drain();

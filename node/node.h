@@ -33,6 +33,7 @@ struct invocation_info {
   proto::Trigger trigger = proto::Trigger::cli;
   int64_t published_ns = 0;
   uint32_t attempt = 1;
+  int64_t memory_held = 0;  // what its capacity slot holds, given back when it finishes
 };
 
 struct node_options {
@@ -79,6 +80,8 @@ class node {
   std::unique_ptr<executor> executor_;
   std::unique_ptr<broker::pull_requests> pulls_;
   std::unique_ptr<broker::function_registry> registry_;
+  // What the registry's watch thread reads: set once started, valid until registry_ dies.
+  std::atomic<const broker::function_registry*> registry_view_{nullptr};
   std::atomic<bool> stopping_{false};
   int64_t started_ns_ = 0;
   std::thread heartbeat_;

@@ -16,10 +16,25 @@ spool open_spool(const std::filesystem::path& dir) {
   return std::move(*s);
 }
 
+std::unique_ptr<broker::collector_client> connect_collector(zmq::context_t& ctx,
+                                                            const std::string& endpoint) {
+  try {
+    return std::make_unique<broker::collector_client>(ctx, endpoint);
+  } catch (const zmq::error_t& e) {
+    throw std::runtime_error("bad collector endpoint '" + endpoint + "': " + e.what() +
+                             " (expected tcp://HOST:PORT)");
+  }
+}
+
+// Room left in a CompletionBatch for everything but the completions themselves.
+constexpr size_t batch_overhead_bytes = 64 * 1024;
+
 }  // namespace
 
 reporter::reporter(zmq::context_t& ctx, reporter_options opts)
-    : opts_(std::move(opts)), ctx_(ctx), spool_(open_spool(opts_.spool_dir)) {
+    : opts_(std::move(opts)),
+      collector_(connect_collector(ctx, opts_.collector)),
+      spool_(open_spool(opts_.spool_dir)) {
   if (spool_.last_seq() > spool_.acked_seq())
     logger("node")->info("spool holds {} completions not yet acked by the collector; resending",
                          spool_.last_seq() - spool_.acked_seq());
@@ -61,7 +76,7 @@ bool reporter::flush(std::chrono::milliseconds timeout) {
 
 void reporter::run() {
   auto log = logger("node");
-  broker::collector_client collector(ctx_, opts_.collector);
+  auto& collector = *collector_;
   uint64_t request_id = 0;
   bool warned = false;
   for (;;) {
@@ -83,6 +98,13 @@ void reporter::run() {
       }
       records = std::move(*read);
     }
+    // A batch must stay under the collector's message limit: outputs can be MiBs each.
+    size_t bytes = 0, fits = 0;
+    while (fits < records.size() &&
+           (fits == 0 || bytes + records[fits].bytes.size() + batch_overhead_bytes <=
+                             proto::max_message_bytes))
+      bytes += records[fits++].bytes.size();
+    records.resize(fits);
     if (records.empty()) continue;
 
     flatbuffers::FlatBufferBuilder b(64 * 1024);

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "broker/client/collector_client.h"
 #include "common/result.h"
 #include "node/spool/spool.h"
 
@@ -33,7 +34,8 @@ struct reporter_options {
 
 class reporter {
  public:
-  reporter(zmq::context_t& ctx, reporter_options opts);  // throws if the spool can't open
+  // Throws with one clear line if the spool can't open or the endpoint is malformed.
+  reporter(zmq::context_t& ctx, reporter_options opts);
   ~reporter();
 
   // Appends the Completion that encode(seq) builds (seq = the record's spool sequence).
@@ -48,7 +50,7 @@ class reporter {
   void run();
 
   reporter_options opts_;
-  zmq::context_t& ctx_;
+  std::unique_ptr<broker::collector_client> collector_;  // used by thread_ only
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   spool spool_;

@@ -2,6 +2,8 @@
 
 #include <zmq.h>
 
+#include <thread>
+
 #include "common/clock.h"
 #include "common/errc.h"
 #include "broker/client/zmq_message.h"
@@ -12,6 +14,10 @@ namespace fnmesh::broker {
 collector_client::collector_client(zmq::context_t& ctx, const std::string& endpoint)
     : socket_(ctx, zmq::socket_type::dealer) {
   socket_.set(zmq::sockopt::linger, 0);
+  // Queue nothing while the collector is away: a send fails at once and the caller
+  // retries, instead of stale copies piling up for the collector's return.
+  socket_.set(zmq::sockopt::immediate, 1);
+  socket_.set(zmq::sockopt::sndhwm, 16);
   socket_.connect(endpoint);
 }
 
@@ -67,8 +73,12 @@ result<collector_reply> collector_client::query_activation(const std::string& in
 result<collector_reply> collector_client::request(uint64_t request_id,
                                                   flatbuffers::FlatBufferBuilder& b,
                                                   std::chrono::milliseconds timeout) {
-  if (auto sent = send(proto::bytes(b)); !sent) return fail(sent.error());
   const int64_t deadline = mono_now_ns() + timeout.count() * 1'000'000;
+  // Right after connect (or while the collector restarts) there is no peer yet.
+  for (auto sent = send(proto::bytes(b)); !sent; sent = send(proto::bytes(b))) {
+    if (sent.error() != errc::unavailable || mono_now_ns() >= deadline) return fail(sent.error());
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   for (;;) {
     const int64_t left_ns = deadline - mono_now_ns();
     if (left_ns <= 0) return fail(errc::timeout);

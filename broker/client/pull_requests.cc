@@ -129,6 +129,10 @@ pull_requests::~pull_requests() {
   }
 }
 
+void pull_requests::stop() {
+  if (sub_) natsSubscription_Drain(sub_);
+}
+
 size_t pull_requests::outstanding() const {
   std::lock_guard lock(mutex_);
   return pending_.size();

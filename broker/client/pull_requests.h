@@ -69,6 +69,11 @@ class pull_requests {
   // Requests not yet ended (tests, metrics).
   size_t outstanding() const;
 
+  // Drains the inbox subscription: messages already received are still handed out, then
+  // the server sees no interest and drops this node's waiting requests (a draining node
+  // must not keep taking work that other nodes could run).
+  void stop();
+
  private:
   pull_requests() = default;
   static void on_message(natsConnection*, natsSubscription*, natsMsg*, void* self) noexcept;

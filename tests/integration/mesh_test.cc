@@ -341,4 +341,30 @@ TEST_F(mesh, a_node_killed_mid_invocation_is_replaced_and_each_attempt_billed_on
   EXPECT_EQ(billed_attempts[0].first, 2u);
 }
 
+TEST_F(mesh, a_draining_node_finishes_its_work_and_leaves_new_work_to_others) {
+  auto& draining = start_node("node-a");
+  deploy(write_function("slow", "    timeout: 10\n    retries: 0\n",
+                        "import time\ndef handle(event, ctx):\n"
+                        "    time.sleep(event.get('s', 0))\n    return 'done'\n"));
+  auto long_run = invoke("slow", R"({"s":2})", false);
+  ASSERT_TRUE(long_run);
+  std::this_thread::sleep_for(500ms);  // running on node-a
+  start_node("node-b");
+  draining.signal(SIGTERM);
+
+  // Work published while node-a drains runs elsewhere, once, never burning its one attempt.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    auto r = invoke("slow", "{}", false);
+    ASSERT_TRUE(r);
+    ids.push_back(r->invocation_id);
+  }
+  EXPECT_EQ(draining.wait(20s), 0) << draining.log_text();
+  for (const auto& id : ids)
+    ASSERT_TRUE(eventually([&] { return attempts(id).size() == 1; }, 20s)) << id;
+  auto finished = attempts(long_run->invocation_id);
+  ASSERT_EQ(finished.size(), 1u);  // the run in progress finished and was billed
+  EXPECT_EQ(finished[0].second, p::Status::ok);
+}
+
 }  // namespace
