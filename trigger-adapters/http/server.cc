@@ -103,7 +103,13 @@ class activation_queries {
         auto query = proto::CreateActivationQueryDirect(b, j.id.c_str());
         b.Finish(proto::CreateCollectorRequest(b, next_id, proto::RequestBody::ActivationQuery,
                                                query.Union()));
-        if (auto sent = client_.send(proto::bytes(b)); !sent) {
+        auto sent = client_.send(proto::bytes(b));
+        // The client queues nothing while unconnected (start-up, collector restart).
+        for (int retry = 0; !sent && sent.error() == errc::unavailable && retry < 40; ++retry) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          sent = client_.send(proto::bytes(b));
+        }
+        if (!sent) {
           finish(j, {503, error_json("collector_unavailable", {{"message", sent.error().message()}})});
           continue;
         }
