@@ -1,21 +1,14 @@
 # The trigger adapters as users run them: the real fnmesh-http and fnmesh-events binaries
 # against a real nats-server (tests/support fixture on an ephemeral port).
-if(TARGET fnmesh-http AND TARGET fnmesh::test_support)
-  fnmesh_test(NAME http_adapter_test
-    SRCS ${CMAKE_CURRENT_LIST_DIR}/http_adapter_test.cc
-    DEPS fnmesh::broker_client fnmesh::proto fnmesh::test_support cppzmq
-    LABELS integration
-    TIMEOUT 180)
-  add_dependencies(http_adapter_test fnmesh-http)
-  if(TARGET fnmesh-collector)
-    add_dependencies(http_adapter_test fnmesh-collector)  # GET /invocations/<id>
-  endif()
-endif()
-if(TARGET fnmesh-events AND TARGET fnmesh::test_support)
-  fnmesh_test(NAME events_adapter_test
-    SRCS ${CMAKE_CURRENT_LIST_DIR}/events_adapter_test.cc
-    DEPS fnmesh::broker_client fnmesh::proto fnmesh::test_support
-    LABELS integration
-    TIMEOUT 180)
-  add_dependencies(events_adapter_test fnmesh-events)
-endif()
+fnmesh_test(NAME http_adapter_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/http_adapter_test.cc
+  DEPS fnmesh::broker_client fnmesh::proto fnmesh::test_support cppzmq
+  LABELS integration
+  TIMEOUT 180)
+add_dependencies(http_adapter_test fnmesh-http fnmesh-collector)  # collector: GET /invocations/<id>
+fnmesh_test(NAME events_adapter_test
+  SRCS ${CMAKE_CURRENT_LIST_DIR}/events_adapter_test.cc
+  DEPS fnmesh::broker_client fnmesh::proto fnmesh::test_support
+  LABELS integration
+  TIMEOUT 180)
+add_dependencies(events_adapter_test fnmesh-events)

@@ -20,6 +20,7 @@
 #include "broker/client/topology.h"
 #include "common/errc.h"
 #include "common/ulid.h"
+#include "tests/support/function_spec.h"
 #include "tests/support/nats_server.h"
 
 namespace fnmesh::broker {
@@ -63,22 +64,12 @@ struct ended {
 std::vector<uint8_t> make_spec(std::string_view tenant, std::string_view name,
                                uint32_t timeout_s = 3, uint32_t retries = 2,
                                uint32_t concurrency = 0, std::string_view version = "v1") {
-  flatbuffers::FlatBufferBuilder b;
-  auto n = b.CreateString(name);
-  auto v = b.CreateString(version);
-  auto t = b.CreateString(tenant);
-  auto h = b.CreateString("handler.handle");
-  proto::FunctionSpecBuilder sb(b);
-  sb.add_name(n);
-  sb.add_version(v);
-  sb.add_tenant(t);
-  sb.add_handler(h);
-  sb.add_runtime(proto::Runtime::python3);
-  sb.add_timeout_s(timeout_s);
-  sb.add_retries(retries);
-  sb.add_concurrency(concurrency);
-  b.Finish(sb.Finish());
-  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+  return test::encode_spec({.name = std::string(name),
+                            .tenant = std::string(tenant),
+                            .version = std::string(version),
+                            .timeout_s = timeout_s,
+                            .retries = retries,
+                            .concurrency = concurrency});
 }
 
 std::span<const uint8_t> as_bytes(std::string_view s) {
@@ -111,11 +102,7 @@ class broker_client : public ::testing::Test {
   // Deploys a spec the way `fnmesh deploy` does: KV put + its consumer.
   void deploy(std::string_view tenant, std::string_view name, uint32_t timeout_s = 3,
               uint32_t retries = 2) {
-    auto bucket = kv_bucket::open(*conn_, functions_bucket);
-    ASSERT_TRUE(bucket);
-    auto spec = make_spec(tenant, name, timeout_s, retries);
-    ASSERT_TRUE((*bucket)->put(function_key(tenant, name), spec));
-    ASSERT_TRUE(ensure_function_consumer(*conn_, *flatbuffers::GetRoot<proto::FunctionSpec>(spec.data())));
+    ASSERT_TRUE(test::deploy_spec(*conn_, make_spec(tenant, name, timeout_s, retries)));
   }
 
   std::unique_ptr<test::nats_server> server_;

@@ -5,8 +5,4 @@ fnmesh_test(NAME cli_test
   DEPS fnmesh::test_support nlohmann_json::nlohmann_json
   LABELS integration
   TIMEOUT 400)
-foreach(dep fnmesh fnmesh-node fnmesh-collector fnmesh-http fnmesh-events fnmesh_example_echo)
-  if(TARGET ${dep})
-    add_dependencies(cli_test ${dep})
-  endif()
-endforeach()
+add_dependencies(cli_test fnmesh fnmesh-node fnmesh-collector fnmesh-http fnmesh-events fnmesh_example_echo)

@@ -15,6 +15,7 @@
 #include "broker/client/topology.h"
 #include "flatbuffers/proto.h"
 #include "tests/support/child_process.h"
+#include "tests/support/function_spec.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
 #include "broker/client/event_id.h"
@@ -30,25 +31,6 @@ fs::path bin_dir() {
   return d ? fs::path(d) : fs::path("build/bin");
 }
 
-std::vector<uint8_t> make_spec(std::string_view name, std::vector<std::string> patterns) {
-  flatbuffers::FlatBufferBuilder b;
-  auto events = b.CreateVectorOfStrings(patterns);
-  auto triggers = proto::CreateTriggers(b, true, 0, events);
-  auto n = b.CreateString(name);
-  auto v = b.CreateString("v1");
-  auto t = b.CreateString("default");
-  auto h = b.CreateString("./run");
-  proto::FunctionSpecBuilder sb(b);
-  sb.add_name(n);
-  sb.add_version(v);
-  sb.add_tenant(t);
-  sb.add_handler(h);
-  sb.add_runtime(proto::Runtime::exec);
-  sb.add_triggers(triggers);
-  b.Finish(sb.Finish());
-  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
-}
-
 struct stored_event {
   uint64_t seq = 0;
   int64_t stored_ns = 0;
@@ -57,25 +39,21 @@ struct stored_event {
 class events_adapter_binary : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (test::nats_server::binary().empty()) GTEST_SKIP() << "nats-server is not installed";
     nats_ = std::make_unique<test::nats_server>();
     auto c = broker::connection::connect({.urls = nats_->url(), .name = "events-adapter-test"});
     ASSERT_TRUE(c) << c.error().message();
     conn_ = std::move(*c);
     ASSERT_TRUE(broker::bootstrap(*conn_));
-    auto kv = broker::kv_bucket::open(*conn_, broker::functions_bucket);
-    ASSERT_TRUE(kv);
     const std::pair<const char*, std::vector<std::string>> specs[] = {
         {"one-level", {"orders.*"}},
         {"all-orders", {"payments.*", "orders.>"}},
         {"payments", {"payments.*"}},
     };
-    for (const auto& [name, patterns] : specs) {
-      auto spec = make_spec(name, patterns);
-      ASSERT_TRUE((*kv)->put(broker::function_key("default", name), spec));
-      ASSERT_TRUE(broker::ensure_function_consumer(
-          *conn_, *proto::verified<proto::FunctionSpec>(spec)));
-    }
+    for (const auto& [name, patterns] : specs)
+      ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = name,
+                                                               .runtime = proto::Runtime::exec,
+                                                               .handler = "./run",
+                                                               .events = patterns})));
   }
 
   void TearDown() override {

@@ -25,6 +25,7 @@
 #include "common/unique_fd.h"
 #include "flatbuffers/proto.h"
 #include "tests/support/child_process.h"
+#include "tests/support/function_spec.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
 
@@ -37,16 +38,6 @@ namespace fs = std::filesystem;
 fs::path bin_dir() {
   const char* d = std::getenv("FNMESH_BIN_DIR");
   return d ? fs::path(d) : fs::path("build/bin");
-}
-
-std::vector<uint8_t> make_spec(std::string_view name, uint32_t timeout_s, bool http = true) {
-  flatbuffers::FlatBufferBuilder b;
-  auto triggers = proto::CreateTriggers(b, http);
-  b.Finish(proto::CreateFunctionSpecDirect(b, name.data(), "v1", "default",
-                                           proto::Runtime::exec, "./run", 128, timeout_s, 0,
-                                           nullptr, proto::NetworkPolicy::none, nullptr, 2,
-                                           nullptr, triggers));
-  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }
 
 struct http_reply {
@@ -109,22 +100,20 @@ http_reply http_call(int port, std::string_view method, std::string_view path,
 class http_adapter : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (test::nats_server::binary().empty()) GTEST_SKIP() << "nats-server is not installed";
     nats_ = std::make_unique<test::nats_server>();
     auto c = broker::connection::connect({.urls = nats_->url(), .name = "http-adapter-test"});
     ASSERT_TRUE(c) << c.error().message();
     conn_ = std::move(*c);
     ASSERT_TRUE(broker::bootstrap(*conn_));
-    auto kv = broker::kv_bucket::open(*conn_, broker::functions_bucket);
-    ASSERT_TRUE(kv);
-    for (auto [name, timeout] : {std::pair{"echo", 3u}, std::pair{"quick", 1u}}) {
-      auto spec = make_spec(name, timeout);
-      ASSERT_TRUE((*kv)->put(broker::function_key("default", name), spec));
-      ASSERT_TRUE(broker::ensure_function_consumer(
-          *conn_, *proto::verified<proto::FunctionSpec>(spec)));
-    }
-    ASSERT_TRUE((*kv)->put(broker::function_key("default", "internal"),
-                           make_spec("internal", 3, /*http=*/false)));
+    for (auto [name, timeout] : {std::pair{"echo", 3u}, std::pair{"quick", 1u}})
+      ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = name,
+                                                               .runtime = proto::Runtime::exec,
+                                                               .handler = "./run",
+                                                               .timeout_s = timeout})));
+    ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = "internal",
+                                                             .runtime = proto::Runtime::exec,
+                                                             .handler = "./run",
+                                                             .http = false})));
     adapter_ = start_adapter("127.0.0.1:0", "adapter.log");
     std::ifstream(dir_ / "port") >> host_port_;
     port_ = std::stoi(host_port_.substr(host_port_.rfind(':') + 1));
@@ -393,7 +382,7 @@ std::vector<uint8_t> completion_batch(const std::string& id, std::string_view ou
 TEST_F(http_adapter, invocation_lookup_reads_the_stored_result_from_the_collector) {
   ASSERT_GT(port_, 0) << adapter_->log_text();
   const auto collector_bin = bin_dir() / "fnmesh-collector";
-  if (!fs::exists(collector_bin)) GTEST_SKIP() << "fnmesh-collector is not built";
+  ASSERT_TRUE(fs::exists(collector_bin)) << "fnmesh-collector is not built";
   auto collector = test::child_process::spawn(
       {.program = collector_bin,
        .args = {"--listen", "tcp://127.0.0.1:0", "--db", (dir_ / "collector.db").string(),

@@ -5,8 +5,4 @@ fnmesh_test(NAME mesh_test
   DEPS fnmesh::broker_client fnmesh::test_support
   LABELS integration
   TIMEOUT 400)
-foreach(dep fnmesh-node fnmesh-collector fnmesh-events fnmesh fnmesh_example_echo)
-  if(TARGET ${dep})
-    add_dependencies(mesh_test ${dep})
-  endif()
-endforeach()
+add_dependencies(mesh_test fnmesh-node fnmesh-collector fnmesh-events fnmesh fnmesh_example_echo)

@@ -8,26 +8,13 @@
 
 #include "common/errc.h"
 #include "flatbuffers/proto.h"
+#include "tests/support/temp_dir.h"
 
 namespace fnmesh::broker {
 namespace {
 namespace fs = std::filesystem;
 
-class scratch {
- public:
-  scratch() {
-    std::string tmpl = (fs::temp_directory_path() / "fnmesh-bundle-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~scratch() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using scratch = fnmesh::test::temp_dir;
 
 void write(const fs::path& p, const std::string& text, fs::perms mode = fs::perms(0644)) {
   fs::create_directories(p.parent_path());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "broker/collector/store.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 namespace p = fnmesh::proto;
@@ -79,19 +80,13 @@ class batch {
 class store_test : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "fnmesh-store-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
     auto opened = store::open(dir_ / "collector.db", /*synchronous_full=*/false);
     ASSERT_TRUE(opened) << opened.error().message();
     db_.emplace(std::move(*opened));
   }
-  void TearDown() override {
-    db_.reset();
-    fs::remove_all(dir_);
-  }
-  fs::path dir_;
-  std::optional<store> db_;
+  fnmesh::test::temp_dir tmp_{"fnmesh-store"};
+  const fs::path dir_ = tmp_.path();
+  std::optional<store> db_;  // closed before tmp_ is removed
 };
 
 record make(const std::string& id, uint32_t attempt = 1) {

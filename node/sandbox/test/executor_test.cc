@@ -14,6 +14,8 @@
 #include <string>
 #include <thread>
 
+#include "tests/support/function_spec.h"
+
 namespace fnmesh::node {
 namespace {
 
@@ -27,14 +29,12 @@ std::filesystem::path build_dir() { return env_dir("FNMESH_BUILD_DIR", FNMESH_TE
 
 broker::function_ptr make_spec(const std::string& name, proto::Runtime runtime, const std::string& handler,
                                std::vector<std::pair<std::string, std::string>> env = {}) {
-  flatbuffers::FlatBufferBuilder b;
-  std::vector<flatbuffers::Offset<proto::KeyValue>> kvs;
-  for (auto& [k, v] : env) kvs.push_back(proto::CreateKeyValueDirect(b, k.c_str(), v.c_str()));
-  auto spec = proto::CreateFunctionSpecDirect(b, name.c_str(), "v1", "test", runtime, handler.c_str(), 128, 5, 0,
-                                              kvs.empty() ? nullptr : &kvs);
-  b.Finish(spec);
-  auto bytes = proto::bytes(b);
-  return std::make_shared<broker::function_record>(std::vector<uint8_t>(bytes.begin(), bytes.end()));
+  return test::function_record_of({.name = name,
+                                   .tenant = "test",
+                                   .runtime = runtime,
+                                   .handler = handler,
+                                   .timeout_s = 5,
+                                   .env = std::move(env)});
 }
 
 std::vector<uint8_t> make_invocation(const std::string& function, std::string_view payload,

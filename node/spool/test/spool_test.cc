@@ -12,6 +12,7 @@
 #include "common/errc.h"
 #include "node/spool/crc32c.h"
 #include "node/spool/spool.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using fnmesh::spool;
@@ -26,14 +27,9 @@ std::string as_text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}
 // A fresh directory per test, removed at the end.
 class spool_test : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "fnmesh-spool-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   fs::path frames() const { return dir_ / "spool"; }
-  fs::path dir_;
+  fnmesh::test::temp_dir tmp_{"fnmesh-spool"};
+  const fs::path dir_ = tmp_.path();
 };
 
 std::vector<std::string> texts(const std::vector<fnmesh::spooled>& records) {
