@@ -16,7 +16,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev nlohmann-json3-dev
   libboost-dev
   libssl-dev
-  python3 curl
+  python3 nodejs curl
 )
 
 missing=()
