@@ -28,6 +28,7 @@
 #include <cstring>
 #include <functional>
 #include <new>
+#include <system_error>
 #include <vector>
 
 namespace fnmesh::node {
@@ -46,7 +47,7 @@ const seccomp_filter& filter() {
     auto start = clock_type::now();
     auto f = seccomp_filter::build();
     int64_t took = ns_since(start);
-    EXPECT_TRUE(f) << f.error().message();
+    if (!f) throw std::system_error(f.error(), "seccomp_filter::build");
     std::printf("build(): %.1f us, %u BPF instructions\n", took / 1e3, unsigned(f->program()->len));
     return std::move(f.value());
   }();
