@@ -62,6 +62,7 @@ void add_publish_command(CLI::App& app, context& ctx, command_list& out);    // 
 void add_collector_commands(CLI::App& app, context& ctx, command_list& out); // result, billing
 void add_nodes_command(CLI::App& app, context& ctx, command_list& out);      // nodes
 void add_bench_command(CLI::App& app, context& ctx, command_list& out);      // bench
+void add_logs_command(CLI::App& app, context& ctx, command_list& out);       // logs
 
 // $FNMESH_HOME/status.json as `fnmesh up` wrote it, if the mesh was started.
 std::optional<nlohmann::json> read_status(const std::filesystem::path& home);

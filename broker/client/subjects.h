@@ -10,6 +10,7 @@ namespace fnmesh::broker {
 inline constexpr std::string_view invoke_stream = "FNMESH_INVOKE";   // fnmesh.invoke.>
 inline constexpr std::string_view events_stream = "FNMESH_EVENTS";   // fnmesh.events.>
 inline constexpr std::string_view dlq_stream = "FNMESH_DLQ";         // fnmesh.dlq.>
+inline constexpr std::string_view logs_stream = "FNMESH_LOGS";       // fnmesh.logs.>
 inline constexpr std::string_view functions_bucket = "FNMESH_FUNCTIONS";
 inline constexpr std::string_view code_bucket = "FNMESH_CODE";
 inline constexpr std::string_view nodes_bucket = "FNMESH_NODES";

@@ -18,7 +18,8 @@ constexpr int64_t ns_per_s = 1'000'000'000;
 constexpr int32_t max_stream_msg = 7 << 20;
 
 result<void> add_stream(connection& conn, const char* name, const char* subject,
-                        jsRetentionPolicy retention, int64_t max_age_ns, int replicas) {
+                        jsRetentionPolicy retention, int64_t max_age_ns, int replicas,
+                        int64_t max_bytes = -1) {
   jsStreamConfig cfg;
   jsStreamConfig_Init(&cfg);
   const char* subjects[] = {subject};
@@ -29,6 +30,8 @@ result<void> add_stream(connection& conn, const char* name, const char* subject,
   cfg.Storage = js_FileStorage;
   cfg.Duplicates = 120 * ns_per_s;
   cfg.MaxAge = max_age_ns;
+  cfg.MaxBytes = max_bytes;
+  cfg.Discard = js_DiscardOld;
   cfg.MaxMsgSize = max_stream_msg;
   cfg.Replicas = replicas;
   jsStreamInfo* si = nullptr;
@@ -82,7 +85,7 @@ std::string_view tenant_of(const proto::FunctionSpec& spec) {
 
 result<void> bootstrap(connection& conn, const topology_options& opts) {
   const int r = std::max(1, opts.replicas);
-  std::string invoke(invoke_stream), events(events_stream), dlq(dlq_stream);
+  std::string invoke(invoke_stream), events(events_stream), dlq(dlq_stream), logs(logs_stream);
   if (auto s = add_stream(conn, invoke.c_str(), "fnmesh.invoke.>", js_WorkQueuePolicy, 0, r); !s)
     return s;
   if (auto s = add_stream(conn, events.c_str(), "fnmesh.events.>", js_LimitsPolicy,
@@ -91,6 +94,10 @@ result<void> bootstrap(connection& conn, const topology_options& opts) {
     return s;
   if (auto s = add_stream(conn, dlq.c_str(), "fnmesh.dlq.>", js_LimitsPolicy,
                           7 * 24 * 3600 * ns_per_s, r);
+      !s)
+    return s;
+  if (auto s = add_stream(conn, logs.c_str(), "fnmesh.logs.>", js_LimitsPolicy,
+                          24 * 3600 * ns_per_s, r, int64_t(256) << 20);
       !s)
     return s;
   std::string functions(functions_bucket), code(code_bucket), nodes(nodes_bucket);

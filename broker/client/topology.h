@@ -13,8 +13,9 @@ struct topology_options {
 };
 
 // Streams FNMESH_INVOKE (work queue, file storage, 2 min duplicate window),
-// FNMESH_EVENTS (limits, file), FNMESH_DLQ, and KV buckets FNMESH_FUNCTIONS,
-// FNMESH_CODE, FNMESH_NODES (TTL 15 s). Existing objects are left as they are.
+// FNMESH_EVENTS (limits, file), FNMESH_DLQ, FNMESH_LOGS (limits, file, 24 h and 256 MiB,
+// oldest lines dropped first), and KV buckets FNMESH_FUNCTIONS, FNMESH_CODE,
+// FNMESH_NODES (TTL 15 s). Existing objects are left as they are.
 result<void> bootstrap(connection& conn, const topology_options& opts = {});
 
 // The durable pull consumer of one function (fn_<tenant>_<function>), filtered to its

@@ -31,6 +31,7 @@ TEST(subjects, names) {
   EXPECT_EQ(event_subject("orders.created"), "fnmesh.events.orders.created");
   EXPECT_EQ(dlq_subject("t", "f"), "fnmesh.dlq.t.f");
   EXPECT_EQ(logs_subject("t", "f"), "fnmesh.logs.t.f");
+  EXPECT_TRUE(subject_matches("fnmesh.logs.>", logs_subject("default", "resize")));
   EXPECT_EQ(consumer_name("t", "f-1"), "fn_t_f-1");
   EXPECT_EQ(function_key("t", "f"), "t.f");
 }
