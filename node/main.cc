@@ -8,8 +8,11 @@
 
 int main(int argc, char** argv) {
   fnmesh::node::node_options opts;
-  opts.runtime.python_shim = FNMESH_DEFAULT_PYTHON_SHIM;
-  opts.runtime.python_proto_dir = FNMESH_DEFAULT_PYTHON_PROTO;
+  auto& sandboxes = opts.runtime.sandboxes;
+  sandboxes.python_zygote = FNMESH_DEFAULT_PYTHON_ZYGOTE;
+  sandboxes.python_shim_dir = FNMESH_DEFAULT_PYTHON_SHIM_DIR;
+  sandboxes.python_proto_dir = FNMESH_DEFAULT_PYTHON_PROTO;
+  sandboxes.nodejs_shim = FNMESH_DEFAULT_NODEJS_SHIM;
   std::string log_level = "info";
   uint32_t memory_mb = 0, keep_warm_s = 300, drain_s = 10;
 
@@ -19,21 +22,24 @@ int main(int argc, char** argv) {
       ->envname("FNMESH_NATS")->capture_default_str();
   app.add_option("--collector", opts.collector, "billing collector ZeroMQ endpoint")
       ->capture_default_str();
-  app.add_option("--dir", opts.dir, "state folder: completion spool, code cache")
+  app.add_option("--dir", opts.dir, "state folder: completion spool, code cache, sandbox staging")
       ->capture_default_str();
   app.add_option("--node-id", opts.node_id, "this node's id (default: hostname-<random>)");
   app.add_option("--slots", opts.slots, "invocations run at once")
       ->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--memory-mb", memory_mb, "memory budget (default: 80% of the machine)");
-  app.add_option("--keep-warm", keep_warm_s, "seconds an idle worker is kept")->capture_default_str();
+  app.add_option("--keep-warm", keep_warm_s, "seconds an idle sandbox is kept (scale to zero after)")
+      ->capture_default_str();
   app.add_option("--drain-timeout", drain_s, "seconds SIGTERM waits for the spool to flush")
       ->capture_default_str();
-  app.add_option("--python", opts.runtime.python, "python3 binary for the python3 runtime")
+  app.add_option("--python-zygote", sandboxes.python_zygote, "fnmesh-python-zygote binary")
       ->capture_default_str();
-  app.add_option("--python-shim", opts.runtime.python_shim, "the python3 runtime shim")
+  app.add_option("--python-shim-dir", sandboxes.python_shim_dir, "folder of the python3 runtime's shim.py")
       ->capture_default_str();
-  app.add_option("--python-proto-dir", opts.runtime.python_proto_dir,
+  app.add_option("--python-proto-dir", sandboxes.python_proto_dir,
                  "generated fnmesh.proto Python package")->capture_default_str();
+  app.add_option("--nodejs-shim", sandboxes.nodejs_shim, "the nodejs runtime's shim.js")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 

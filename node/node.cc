@@ -69,7 +69,17 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
                              .spool_dir = opts_.dir / "spool"});
   sender_ = std::make_unique<result_sender>(zmq_);
   opts_.runtime.keep_warm = opts_.keep_warm;
+  opts_.runtime.memory_budget_bytes = opts_.memory_bytes;
+  opts_.runtime.sandboxes.node_id = opts_.node_id;
+  if (opts_.runtime.sandboxes.staging.empty()) opts_.runtime.sandboxes.staging = opts_.dir / "sandbox-root";
+  logs_ = std::make_unique<broker::log_publisher>(*conn_);
+  opts_.runtime.on_log = [this](const broker::log_line& line) {
+    auto l = line;
+    l.node_id = opts_.node_id;
+    logs_->publish(l);
+  };
   executor_ = std::make_unique<executor>(opts_.runtime);
+  log->info("sandboxes: {}", executor_->describe());
 
   capacity_ = std::make_unique<capacity>(
       opts_.slots, opts_.memory_bytes,
@@ -206,7 +216,7 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
         b.CreateString(inv.function), b.CreateString(opts_.node_id), seq, wall_ns,
         out.cpu_user_ns, out.cpu_system_ns, out.peak_memory_bytes, memory_limit, 0, 0,
         out.cold_start, std::max<int64_t>(1, (wall_ns + 999'999) / 1'000'000),
-        p::AccountingSource::rusage, inv.trigger);
+        p::AccountingSource::cgroup, inv.trigger);
     b.Finish(p::CreateCompletion(b, result, usage));
     return p::bytes(b);
   });

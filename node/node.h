@@ -16,6 +16,7 @@
 #include "broker/client/connection.h"
 #include "broker/client/function_registry.h"
 #include "broker/client/kv.h"
+#include "broker/client/log_publisher.h"
 #include "broker/client/pull_requests.h"
 #include "broker/client/subjects.h"
 #include "node/capacity.h"
@@ -77,6 +78,7 @@ class node {
   std::unique_ptr<reporter> reporter_;
   std::unique_ptr<capacity> capacity_;
   std::unique_ptr<result_sender> sender_;       // executor loop thread only
+  std::unique_ptr<broker::log_publisher> logs_; // executor loop thread only
   std::unique_ptr<executor> executor_;
   std::unique_ptr<broker::pull_requests> pulls_;
   std::unique_ptr<broker::function_registry> registry_;

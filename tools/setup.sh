@@ -17,6 +17,8 @@ packages=(
   libboost-dev
   libssl-dev
   python3 nodejs curl
+  python3-dev          # the python zygote embeds the interpreter (node/runtimes/python/zygote.cc)
+  bubblewrap           # the reference sandbox the sandbox benchmark measures against
 )
 
 missing=()

@@ -237,7 +237,8 @@ sandbox_cgroup& sandbox_cgroup::operator=(sandbox_cgroup&& o) noexcept {
     v2_ = std::move(o.v2_);
     oom_ = std::move(o.oom_);
     peak_ = std::move(o.peak_);
-    cpu_ = std::move(o.cpu_);
+    cpu_user_ = std::move(o.cpu_user_);
+    cpu_sys_ = std::move(o.cpu_sys_);
     cpu_usec_ = o.cpu_usec_;
   }
   return *this;
@@ -262,8 +263,10 @@ bool sandbox_cgroup::oom_killed() const { return read_key(oom_.get(), "oom_kill"
 
 int64_t sandbox_cgroup::peak_memory_bytes() const { return read_number(peak_.get()); }
 
-int64_t sandbox_cgroup::cpu_ns() const {
-  return cpu_usec_ ? read_key(cpu_.get(), "usage_usec") * 1000 : read_number(cpu_.get());
+cpu_time sandbox_cgroup::cpu() const {
+  if (cpu_usec_)
+    return {read_key(cpu_user_.get(), "user_usec") * 1000, read_key(cpu_user_.get(), "system_usec") * 1000};
+  return {read_number(cpu_user_.get()), read_number(cpu_sys_.get())};
 }
 
 void sandbox_cgroup::reset_peak() {
@@ -295,7 +298,8 @@ result<void> sandbox_cgroup::remove() {
   v2_.reset();
   oom_.reset();
   peak_.reset();
-  cpu_.reset();
+  cpu_user_.reset();
+  cpu_sys_.reset();
   return {};
 }
 
@@ -509,7 +513,7 @@ result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_l
       s.peak_.reset(::openat(fd, "memory.peak", O_RDWR | O_CLOEXEC));
       if (!s.peak_) s.peak_.reset(::openat(fd, "memory.peak", O_RDONLY | O_CLOEXEC));
     }
-    s.cpu_.reset(::openat(fd, "cpu.stat", O_RDONLY | O_CLOEXEC));
+    s.cpu_user_.reset(::openat(fd, "cpu.stat", O_RDONLY | O_CLOEXEC));
     s.cpu_usec_ = true;
   }
 
@@ -537,7 +541,8 @@ result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_l
       s.peak_.reset(::openat(fd, "memory.max_usage_in_bytes", O_RDWR | O_CLOEXEC));
     }
     if (h.cpuacct) {
-      s.cpu_.reset(::openat(fd, "cpuacct.usage", O_RDONLY | O_CLOEXEC));
+      s.cpu_user_.reset(::openat(fd, "cpuacct.usage_user", O_RDONLY | O_CLOEXEC));
+      s.cpu_sys_.reset(::openat(fd, "cpuacct.usage_sys", O_RDONLY | O_CLOEXEC));
       s.cpu_usec_ = false;
     }
   }

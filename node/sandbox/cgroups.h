@@ -23,6 +23,11 @@
 
 namespace fnmesh::node {
 
+struct cpu_time {
+  int64_t user_ns = 0;
+  int64_t system_ns = 0;
+};
+
 struct cgroup_limits {
   int64_t memory_bytes = 0;  // <= 0: no limit; with a limit, no swap
   double cpus = 0;           // CFS quota in CPUs over a 100 ms period (>= 1 ms); <= 0: no limit
@@ -62,7 +67,7 @@ class sandbox_cgroup {
 
   bool oom_killed() const;              // the OOM killer killed a process in it
   int64_t peak_memory_bytes() const;    // since creation or reset_peak(); 0 if unknown
-  int64_t cpu_ns() const;               // CPU time of everything that ran in it
+  cpu_time cpu() const;                 // CPU time of everything that ran in it
   void reset_peak();                    // between warm invocations (v2: kernel >= 6.12)
 
   void kill();                          // SIGKILL to every process in it
@@ -82,7 +87,8 @@ class sandbox_cgroup {
   unique_fd v2_;
   unique_fd oom_;       // memory.oom_control (v1) or memory.events (v2)
   unique_fd peak_;      // memory.max_usage_in_bytes (v1) or memory.peak (v2)
-  unique_fd cpu_;       // cpuacct.usage (v1, ns) or cpu.stat (v2, usage_usec)
+  unique_fd cpu_user_;  // cpuacct.usage_user (v1, ns) or cpu.stat (v2, user_usec)
+  unique_fd cpu_sys_;   // cpuacct.usage_sys (v1, ns); v2: none (cpu.stat has both)
   bool cpu_usec_ = false;
 };
 

@@ -26,22 +26,24 @@
 #include <thread>
 #include <unordered_map>
 
+#include <oneapi/tbb/concurrent_hash_map.h>
+#include <oneapi/tbb/concurrent_unordered_map.h>
+#include <oneapi/tbb/task_arena.h>
+#include <oneapi/tbb/task_group.h>
+
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
-
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
 
 namespace fnmesh::node {
 namespace {
 
 constexpr size_t frame_header_bytes = 4;
 constexpr size_t read_chunk = 64 * 1024;
-constexpr size_t spawn_stack_bytes = 64 * 1024;
 // A worker that closed its end of the socket gets this long to exit on its own.
 constexpr int64_t eof_grace_ns = 1'000'000'000;
+// A sandbox cgroup still busy after its process was reaped is removed on the next try.
+constexpr int64_t cgroup_retry_ns = 50'000'000;
 
 enum class fd_role : uint64_t { sock = 0, out = 1, err = 2, pidfd = 3, in = 4, wake = 7 };
 
@@ -49,11 +51,6 @@ uint64_t tag(uint64_t worker_id, fd_role role) { return (worker_id << 3) | uint6
 
 std::runtime_error sys_failure(const char* what) {
   return std::runtime_error(std::string("executor: ") + what + ": " + std::strerror(errno));
-}
-
-bool set_nonblocking(int fd) {
-  int flags = ::fcntl(fd, F_GETFL);
-  return flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
 }
 
 uint32_t load_le32(const uint8_t* p) {
@@ -67,11 +64,15 @@ void store_le32(uint8_t* p, uint32_t v) {
   p[3] = uint8_t(v >> 24);
 }
 
-int64_t timeval_ns(const timeval& tv) { return int64_t(tv.tv_sec) * 1'000'000'000 + tv.tv_usec * 1000; }
+// The signal that ended a sandbox's runtime: its init exits with 128 + the signal.
+int signal_of(int status) {
+  if (WIFSIGNALED(status)) return WTERMSIG(status);
+  if (WIFEXITED(status) && WEXITSTATUS(status) > 128 && WEXITSTATUS(status) < 128 + NSIG) return WEXITSTATUS(status) - 128;
+  return 0;
+}
 
 std::string exit_text(int status) {
-  if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
+  if (int sig = signal_of(status)) {
     const char* name = ::sigabbrev_np(sig);
     return "killed by signal " + std::to_string(sig) + (name ? std::string(" (SIG") + name + ")" : "");
   }
@@ -79,89 +80,9 @@ std::string exit_text(int status) {
   return "ended with status " + std::to_string(status);
 }
 
-// What the spawned child does between clone and exec. It shares the parent's memory
-// (CLONE_VM | CLONE_VFORK, the parent waits), so it only makes system calls.
-struct spawn_plan {
-  const char* path = nullptr;
-  char* const* argv = nullptr;
-  char* const* envp = nullptr;
-  const char* cwd = nullptr;
-  int fds[4] = {-1, -1, -1, -1};  // become the child's 0, 1, 2, 3
-  pid_t parent = 0;
-  int error = 0;                  // errno of the failed step, written by the child
-  const char* step = nullptr;     // which step failed
-};
-
-int spawn_child(void* arg) {
-  auto* p = static_cast<spawn_plan*>(arg);
-  // No handler of the node may run here (this memory is the node's), and the program
-  // starts with default dispositions for what the node ignores.
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig == SIGKILL || sig == SIGSTOP) continue;
-    struct sigaction old {};
-    if (::sigaction(sig, nullptr, &old) != 0) continue;
-    if (old.sa_handler != SIG_DFL && (old.sa_handler != SIG_IGN || sig == SIGPIPE || sig == SIGCHLD))
-      ::sigaction(sig, &dfl, nullptr);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != p->parent) ::_exit(127);
-  ::setpgid(0, 0);  // its own group, so that a kill reaches what it started too
-  // Sources below 4 would be clobbered by the dup2s: move them out of the way first.
-  for (int& fd : p->fds) {
-    if (fd >= 0 && fd < 4) fd = ::fcntl(fd, F_DUPFD, 10);
-    if (fd < 0) {
-      p->error = errno ? errno : EBADF;
-      p->step = "dup";
-      ::_exit(127);
-    }
-  }
-  for (int i = 0; i < 4; ++i) {
-    if (::dup2(p->fds[i], i) < 0) {
-      p->error = errno;
-      p->step = "dup2";
-      ::_exit(127);
-    }
-  }
-  ::syscall(SYS_close_range, 4U, ~0U, CLOSE_RANGE_CLOEXEC);
-  if (p->cwd && ::chdir(p->cwd) != 0) {
-    p->error = errno;
-    p->step = "chdir to the code folder";
-    ::_exit(127);
-  }
-  ::execve(p->path, p->argv, p->envp);
-  p->error = errno;
-  p->step = "exec";
-  ::_exit(127);
-}
-
-// argv/envp as the NUL-terminated arrays execve wants, backed by owned strings.
-struct c_strings {
-  std::vector<std::string> owned;
-  std::vector<char*> ptrs;
-  char* const* get() {
-    ptrs.clear();
-    for (auto& s : owned) ptrs.push_back(s.data());
-    ptrs.push_back(nullptr);
-    return ptrs.data();
-  }
-};
-
-// Reads a small /proc file through a kept-open descriptor.
-std::string_view pread_text(int fd, char* buf, size_t cap) {
-  ssize_t n = ::pread(fd, buf, cap - 1, 0);
-  return n > 0 ? std::string_view(buf, size_t(n)) : std::string_view{};
-}
-
 }  // namespace
 
 struct executor::impl {
-  // One child process: a warm worker (python3, native) or a one-shot exec process.
-  // Loop thread only.
   struct job {
     work w;
     outcome out;
@@ -172,22 +93,27 @@ struct executor::impl {
     std::span<const uint8_t> payload;  // exec: what goes to stdin
   };
 
+  // One sandbox: a warm runtime (python3, nodejs, native) or a one-shot exec program.
+  // Loop thread only; while `starting`, the arena builds it and nothing but the job is set.
   struct worker {
     uint64_t id = 0;
+    std::string name;                // sandbox name, also its cgroup directory
     proto::Runtime runtime = proto::Runtime::python3;
     std::string pool_key;
     std::string function;            // for log lines
-    broker::function_ptr spec;       // warm workers: the spec they were started for
+    broker::function_ptr spec;       // the spec it was started for
+    int64_t memory_bytes = 0;        // its memory limit, counted against the budget
+    bool starting = false;
     pid_t pid = 0;
-    unique_fd pidfd, sock, out, err, in, stat_fd, status_fd, clear_refs_fd;
+    unique_fd pidfd, sock, out, err, in;
+    sandbox_cgroup cgroup;
     std::optional<job> current;
     bool sock_open = false;
     bool want_out = false;           // EPOLLOUT registered on sock / in
     bool dying = false;              // killed or exiting; never handed work again
     int64_t kill_at_mono = 0;        // 0 = not scheduled
     int64_t idle_since_mono = 0;
-    int64_t cpu_user_ns = 0;         // /proc figures at the end of the last invocation
-    int64_t cpu_system_ns = 0;
+    cpu_time cpu;                    // the cgroup's CPU time at the end of the last invocation
     int64_t reply_ewma_ns = 0;       // warm round trips, smoothed
     std::vector<uint8_t> rbuf;
     size_t rlen = 0;
@@ -197,14 +123,23 @@ struct executor::impl {
     bool stdout_over = false;
   };
 
+  // Idle sandboxes per function version, longest idle first.
+  using pool_map = tbb::concurrent_hash_map<std::string, std::vector<worker*>>;
+  // Live warm sandboxes per "tenant/function": entries are never erased, so the heartbeat
+  // may walk it while the loop counts.
+  using count_map = tbb::concurrent_unordered_map<std::string, std::atomic<size_t>>;
+
   executor_options opts_;
   std::shared_ptr<spdlog::logger> log_ = logger("sandbox");
-  unique_fd epoll_, wake_, dev_null_;
+  launcher launcher_;
+  unique_fd epoll_, wake_;
   std::thread thread_;
-  pid_t self_pid_ = ::getpid();
-  int64_t tick_ns_ = 1'000'000'000 / std::max<long>(1, ::sysconf(_SC_CLK_TCK));
   int64_t spin_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.spin).count();
   int64_t spin_until_mono_ = 0;  // loop thread: a fast reply is expected until then
+
+  // Sandboxes start here, off the loop thread.
+  tbb::task_arena arena_{int(std::max(2u, std::thread::hardware_concurrency()))};
+  tbb::task_group starts_;
 
   std::mutex mutex_;
   std::vector<work> queued_;
@@ -212,37 +147,39 @@ struct executor::impl {
   bool stop_ = false;
   std::atomic<bool> wake_pending_{false};
 
+  // The warm pool: written on the loop thread, the counts read by the heartbeat.
+  pool_map idle_;
+  count_map warm_by_function_;
+  std::atomic<size_t> warm_{0};
+
   // Loop thread only.
   std::unordered_map<uint64_t, std::unique_ptr<worker>> workers_;
-  std::unordered_map<std::string, std::vector<worker*>> idle_;
+  std::vector<sandbox_cgroup> busy_cgroups_;  // reaped sandboxes whose cgroup is not empty yet
+  int64_t cgroup_retry_mono_ = 0;
+  int64_t sandbox_memory_ = 0;  // limits of every live sandbox
   uint64_t next_id_ = 1;
   size_t busy_ = 0;
   bool draining_ = false;
   std::vector<std::promise<void>> drain_waiters_;
-  std::unique_ptr<char[]> spawn_stack_ = std::make_unique<char[]>(spawn_stack_bytes);
   std::vector<uint8_t> scratch_ = std::vector<uint8_t>(read_chunk);
-  std::atomic<size_t> warm_{0};
-  mutable std::mutex warm_mutex_;
-  std::unordered_map<std::string, size_t> warm_by_function_;  // "tenant/function"
 
-  void count_warm(const proto::FunctionSpec& spec, int delta) {
+  static std::string function_of(const proto::FunctionSpec& spec) {
     std::string key(proto::view(spec.tenant()));
     key += '/';
     key += proto::view(spec.name());
-    std::lock_guard lock(warm_mutex_);
-    auto& n = warm_by_function_[key];
-    n += size_t(delta);
-    if (n == 0) warm_by_function_.erase(key);
+    return key;
+  }
+
+  void count_warm(const proto::FunctionSpec& spec, int delta) {
+    warm_by_function_[function_of(spec)].fetch_add(size_t(delta), std::memory_order_relaxed);
     warm_.fetch_add(size_t(delta), std::memory_order_relaxed);
   }
 
-  explicit impl(executor_options opts) : opts_(std::move(opts)) {
+  explicit impl(executor_options opts) : opts_(std::move(opts)), launcher_(opts_.sandboxes) {
     epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) throw sys_failure("epoll_create1");
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_) throw sys_failure("eventfd");
-    dev_null_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
-    if (!dev_null_) throw sys_failure("open /dev/null");
     epoll_event ev{.events = EPOLLIN, .data = {.u64 = uint64_t(fd_role::wake)}};
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) throw sys_failure("epoll_ctl");
     thread_ = std::thread([this] { loop(); });
@@ -355,23 +292,25 @@ struct executor::impl {
     }
   }
 
+  int64_t keep_warm_ns() const {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.keep_warm).count();
+  }
+
   int64_t next_timer() const {
-    int64_t next = 0;
+    int64_t next = cgroup_retry_mono_;
     auto consider = [&](int64_t t) {
       if (t > 0 && (next == 0 || t < next)) next = t;
     };
-    const int64_t keep_warm_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.keep_warm).count();
     for (auto& [id, w] : workers_) {
       if (w->current) consider(w->current->deadline_mono);
       consider(w->kill_at_mono);
-      if (!w->current && !w->dying && w->idle_since_mono) consider(w->idle_since_mono + keep_warm_ns);
+      if (!w->current && !w->dying && w->idle_since_mono) consider(w->idle_since_mono + keep_warm_ns());
     }
     return next;
   }
 
   void fire_timers() {
     const int64_t now = mono_now_ns();
-    const int64_t keep_warm_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.keep_warm).count();
     std::vector<worker*> expired;
     for (auto& [id, w] : workers_) {
       if (w->current && w->current->deadline_mono <= now) {
@@ -380,17 +319,18 @@ struct executor::impl {
         w->kill_at_mono = 0;
         kill_worker(*w);
       } else if (!w->current && !w->dying && w->idle_since_mono &&
-                 w->idle_since_mono + keep_warm_ns <= now) {
-        log_->debug("{}: worker {} idle for {} s, stopping", w->function, w->pid, opts_.keep_warm.count());
+                 w->idle_since_mono + keep_warm_ns() <= now) {
+        log_->debug("{}: sandbox {} idle for {} s, stopping", w->function, w->name, opts_.keep_warm.count());
         kill_worker(*w);
       }
     }
     for (worker* w : expired) {
       auto ms = w->current->w.timeout.count();
-      read_proc_usage(*w, w->current->out);  // what it used until now is billed too
+      read_usage(*w, w->current->out);  // what it used until now is billed too
       kill_worker(*w);
       finish(*w, proto::Status::timeout, "timed out after " + std::to_string(ms) + " ms");
     }
+    if (cgroup_retry_mono_ && cgroup_retry_mono_ <= now) remove_cgroups();
   }
 
   // ---- starting work ----
@@ -404,64 +344,60 @@ struct executor::impl {
       complete(std::move(wk), proto::Status::error, "no function spec");
       return;
     }
-    const auto& spec = wk.function->spec();
     const auto* inv = proto::verified<proto::Invocation>(wk.invocation);
     if (!inv) {
       complete(std::move(wk), proto::Status::error, "malformed invocation");
       return;
     }
-    switch (spec.runtime()) {
-      case proto::Runtime::python3:
-      case proto::Runtime::native:
-        start_warm(std::move(wk));
-        return;
-      case proto::Runtime::exec: {
-        std::span<const uint8_t> payload = proto::bytes(inv->payload());
-        worker* w = spawn(wk, false, inv);
-        if (!w) return;  // spawn() completed the work
-        attach(*w, std::move(wk), false);
-        w->current->payload = payload;
-        if (!payload.empty()) write_stdin(*w);
-        else unwatch(w->in);
-        return;
-      }
-      default:
-        complete(std::move(wk), proto::Status::error,
-                 std::string("runtime ") + proto::EnumNameRuntime(spec.runtime()) + " is not supported on this node");
-        return;
+    if (wk.function->spec().runtime() > proto::Runtime::MAX) {
+      complete(std::move(wk), proto::Status::error, "the function's runtime is not supported on this node");
+      return;
     }
+    if (wk.function->spec().runtime() != proto::Runtime::exec) {
+      start_warm(std::move(wk));
+      return;
+    }
+    // exec: one sandbox per invocation, the payload on stdin, its details in the environment.
+    std::vector<std::string> env = {
+        "FNMESH_INVOCATION_ID=" + std::string(proto::view(inv->id())),
+        "FNMESH_DEADLINE_NS=" + std::to_string(inv->deadline_ns()),
+        "FNMESH_ATTEMPT=" + std::to_string(inv->attempt()),
+        std::string("FNMESH_TRIGGER=") + proto::EnumNameTrigger(inv->trigger()),
+        "FNMESH_SOURCE=" + std::string(proto::view(inv->source())),
+        "FNMESH_CONTENT_TYPE=" + std::string(proto::view(inv->content_type())),
+    };
+    std::span<const uint8_t> payload = proto::bytes(inv->payload());
+    worker& w = cold_start(std::move(wk), std::move(env));
+    w.current->payload = payload;
   }
 
   static std::string key_of(const proto::FunctionSpec& spec) {
-    std::string key(proto::view(spec.tenant()));
-    key += '/';
-    key += proto::view(spec.name());
+    std::string key = function_of(spec);
     key += '/';
     key += proto::view(spec.version());
     return key;
   }
 
+  worker* take_idle(const std::string& key) {
+    pool_map::accessor a;
+    if (!idle_.find(a, key)) return nullptr;
+    worker* w = a->second.back();  // the most recently used: the others may expire
+    a->second.pop_back();
+    if (a->second.empty()) idle_.erase(a);
+    return w;
+  }
+
   void start_warm(work&& wk) {
     std::string key = key_of(wk.function->spec());
-    for (;;) {
-      worker* w = nullptr;
-      bool cold = false;
-      if (auto it = idle_.find(key); it != idle_.end() && !it->second.empty()) {
-        w = it->second.back();
-        it->second.pop_back();
-      } else {
-        w = spawn(wk, true, nullptr);
-        if (!w) return;
-        w->pool_key = key;
-        cold = true;
-      }
-      attach(*w, std::move(wk), cold);
-      if (send_more(*w) || w->current->sent > 0 || cold) return;
-      // An idle worker that died unnoticed: take the work back and try another one.
+    while (worker* w = take_idle(key)) {
+      attach(*w, std::move(wk), false);
+      if (send_more(*w) || w->current->sent > 0) return;
+      // An idle sandbox that died unnoticed: take the work back and try another one.
       wk = std::move(w->current->w);
       w->current.reset();
       --busy_;
     }
+    cold_start(std::move(wk), {}).pool_key = key;
   }
 
   void attach(worker& w, work&& wk, bool cold) {
@@ -470,6 +406,7 @@ struct executor::impl {
     j.w = std::move(wk);
     j.out.cold_start = cold;
     j.out.worker_pid = w.pid;
+    j.out.sandbox = w.name;
     j.out.started_ns = unix_now_ns();
     const int64_t now = mono_now_ns();
     j.sent_mono = now;
@@ -477,176 +414,99 @@ struct executor::impl {
     if (w.runtime != proto::Runtime::exec && !cold && w.reply_ewma_ns < spin_ns_)
       spin_until_mono_ = std::max(spin_until_mono_, now + spin_ns_);
     store_le32(j.header, uint32_t(j.w.invocation.size()));
-    // "5" resets the worker's VmHWM to its current RSS: the peak read at the end is this
-    // invocation's.
-    if (w.clear_refs_fd && !cold) [[maybe_unused]] auto r = ::pwrite(w.clear_refs_fd.get(), "5", 1, 0);
+    if (!cold) w.cgroup.reset_peak();  // the peak read at the end is this invocation's
     w.idle_since_mono = 0;
     ++busy_;
   }
 
-  // Starts a process for wk; on failure completes wk and returns nullptr.
-  worker* spawn(work& wk, bool warm, const proto::Invocation* inv) {
-    const auto& spec = wk.function->spec();
-    auto w = std::make_unique<worker>();
-    w->id = next_id_++;
-    w->runtime = spec.runtime();
-    w->function = std::string(proto::view(spec.name()));
-
-    c_strings argv, envp;
-    std::string handler(proto::view(spec.handler()));
-    std::string path;
-    if (spec.runtime() == proto::Runtime::python3) {
-      path = opts_.python.string();
-      argv.owned = {path, "-u", opts_.python_shim.string(), handler};
-    } else {
-      // native / exec: a program (relative to the code folder, or absolute) and its words.
-      std::vector<std::string> words;
-      size_t pos = 0;
-      while (pos < handler.size()) {
-        size_t b = handler.find_first_not_of(" \t", pos);
-        if (b == std::string::npos) break;
-        size_t e = handler.find_first_of(" \t", b);
-        if (e == std::string::npos) e = handler.size();
-        words.push_back(handler.substr(b, e - b));
-        pos = e;
-      }
-      if (words.empty()) {
-        complete(std::move(wk), proto::Status::error, "the function has no handler program");
-        return nullptr;
-      }
-      std::filesystem::path prog(words[0]);
-      path = prog.is_absolute() ? prog.string() : (wk.code_dir / prog).string();
-      argv.owned = std::move(words);
-      argv.owned[0] = path;
+  // Makes room in the memory budget by stopping the longest-idle sandboxes.
+  void make_room(int64_t need) {
+    if (opts_.memory_budget_bytes <= 0) return;
+    while (sandbox_memory_ + need > opts_.memory_budget_bytes) {
+      worker* oldest = nullptr;
+      for (auto& [id, w] : workers_)
+        if (!w->current && !w->dying && w->idle_since_mono &&
+            (!oldest || w->idle_since_mono < oldest->idle_since_mono))
+          oldest = w.get();
+      if (!oldest) return;  // what runs fits: the node's capacity holds it to the budget
+      log_->debug("{}: stopping idle sandbox {} to make room", oldest->function, oldest->name);
+      kill_worker(*oldest);
     }
-
-    // Each name once: the spec's env may override the defaults, never the FNMESH_* names.
-    auto add = [&](std::string_view k, std::string_view v) {
-      std::string s(k);
-      s += '=';
-      std::erase_if(envp.owned, [&](const std::string& e) { return e.starts_with(s); });
-      s += v;
-      envp.owned.push_back(std::move(s));
-    };
-    add("PATH", "/usr/local/bin:/usr/bin:/bin");
-    add("LANG", "C.UTF-8");
-    add("HOME", "/tmp");
-    if (auto* env = spec.env()) {
-      for (const auto* kv : *env) {
-        if (kv && kv->key() && kv->key()->size() > 0) add(proto::view(kv->key()), proto::view(kv->value()));
-      }
-    }
-    add("FNMESH_FUNCTION", proto::view(spec.name()));
-    add("FNMESH_TENANT", proto::view(spec.tenant()));
-    add("FNMESH_VERSION", proto::view(spec.version()));
-    add("FNMESH_HANDLER", handler);
-    add("FNMESH_RUNTIME", proto::EnumNameRuntime(spec.runtime()));
-    add("FNMESH_MEMORY_MB", std::to_string(spec.memory_mb()));
-    add("FNMESH_TIMEOUT_S", std::to_string(spec.timeout_s()));
-    add("FNMESH_CODE_DIR", wk.code_dir.string());
-    if (spec.runtime() == proto::Runtime::python3) {
-      std::string pp = opts_.python_proto_dir.string();
-      if (!pp.empty()) pp += ':';
-      pp += wk.code_dir.string();
-      add("PYTHONPATH", pp);
-      add("PYTHONDONTWRITEBYTECODE", "1");
-      add("PYTHONUNBUFFERED", "1");
-    }
-    if (inv) {
-      add("FNMESH_INVOCATION_ID", proto::view(inv->id()));
-      add("FNMESH_DEADLINE_NS", std::to_string(inv->deadline_ns()));
-      add("FNMESH_ATTEMPT", std::to_string(inv->attempt()));
-      add("FNMESH_TRIGGER", proto::EnumNameTrigger(inv->trigger()));
-      add("FNMESH_SOURCE", proto::view(inv->source()));
-      add("FNMESH_CONTENT_TYPE", proto::view(inv->content_type()));
-    }
-
-    // Descriptors: ours non-blocking, the child's blocking; all close-on-exec.
-    unique_fd child_sock, child_out, child_err, child_in;
-    int sp[2];
-    if (warm) {
-      if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) return spawn_failed(wk, "socketpair");
-      w->sock.reset(sp[0]);
-      child_sock.reset(sp[1]);
-      set_nonblocking(w->sock.get());
-    }
-    int p[2];
-    if (::pipe2(p, O_CLOEXEC) != 0) return spawn_failed(wk, "pipe2");
-    w->out.reset(p[0]);
-    child_out.reset(p[1]);
-    if (::pipe2(p, O_CLOEXEC) != 0) return spawn_failed(wk, "pipe2");
-    w->err.reset(p[0]);
-    child_err.reset(p[1]);
-    if (!warm) {
-      if (::pipe2(p, O_CLOEXEC) != 0) return spawn_failed(wk, "pipe2");
-      child_in.reset(p[0]);
-      w->in.reset(p[1]);
-      set_nonblocking(w->in.get());
-      ::fcntl(w->in.get(), F_SETPIPE_SZ, 1 << 20);
-      ::fcntl(w->out.get(), F_SETPIPE_SZ, 1 << 20);
-    }
-    set_nonblocking(w->out.get());
-    set_nonblocking(w->err.get());
-
-    std::string cwd = wk.code_dir.string();
-    spawn_plan plan;
-    plan.path = path.c_str();
-    plan.argv = argv.get();
-    plan.envp = envp.get();
-    plan.cwd = cwd.empty() ? nullptr : cwd.c_str();
-    plan.fds[0] = warm ? dev_null_.get() : child_in.get();
-    plan.fds[1] = child_out.get();
-    plan.fds[2] = child_err.get();
-    plan.fds[3] = warm ? child_sock.get() : dev_null_.get();
-    plan.parent = self_pid_;
-
-    sigset_t all, old;
-    sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &old);
-    int pidfd = -1;
-    pid_t pid = ::clone(spawn_child, spawn_stack_.get() + spawn_stack_bytes,
-                        CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &plan, &pidfd);
-    int clone_errno = errno;
-    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (pid < 0) {
-      errno = clone_errno;
-      return spawn_failed(wk, "clone");
-    }
-    w->pid = pid;
-    w->pidfd.reset(pidfd);
-    if (plan.error != 0) {
-      int status = 0;
-      ::waitpid(pid, &status, 0);
-      complete(std::move(wk), proto::Status::error,
-               "cannot start " + path + " in " + cwd + ": " + plan.step + ": " + std::strerror(plan.error));
-      return nullptr;
-    }
-
-    std::string proc = "/proc/" + std::to_string(pid);
-    w->stat_fd.reset(::open((proc + "/stat").c_str(), O_RDONLY | O_CLOEXEC));
-    w->status_fd.reset(::open((proc + "/status").c_str(), O_RDONLY | O_CLOEXEC));
-    if (warm) {
-      w->clear_refs_fd.reset(::open((proc + "/clear_refs").c_str(), O_WRONLY | O_CLOEXEC));
-      w->sock_open = true;
-      watch(*w, w->sock, fd_role::sock, EPOLLIN);
-      w->spec = wk.function;
-      count_warm(spec, +1);
-    } else {
-      watch(*w, w->in, fd_role::in, EPOLLOUT);
-    }
-    watch(*w, w->out, fd_role::out, EPOLLIN);
-    watch(*w, w->err, fd_role::err, EPOLLIN);
-    watch(*w, w->pidfd, fd_role::pidfd, EPOLLIN);
-    log_->debug("{}: started {} worker pid {}", w->function, proto::EnumNameRuntime(w->runtime), pid);
-    worker* raw = w.get();
-    workers_.emplace(raw->id, std::move(w));
-    return raw;
   }
 
-  worker* spawn_failed(work& wk, const char* what) {
-    complete(std::move(wk), proto::Status::error,
-             std::string("cannot start a worker: ") + what + ": " + std::strerror(errno));
-    return nullptr;
+  // A new sandbox for wk: started in the arena, handed its job when it runs.
+  worker& cold_start(work&& wk, std::vector<std::string> env) {
+    const auto& spec = wk.function->spec();
+    auto owned = std::make_unique<worker>();
+    worker& w = *owned;
+    w.id = next_id_++;
+    w.name = "sbx-" + std::to_string(w.id);
+    w.runtime = spec.runtime();
+    w.function = std::string(proto::view(spec.name()));
+    w.spec = wk.function;
+    w.memory_bytes = int64_t(spec.memory_mb()) << 20;
+    w.starting = true;
+    make_room(w.memory_bytes);
+    sandbox_memory_ += w.memory_bytes;
+    launch_request req{.function = wk.function, .code_dir = wk.code_dir, .name = w.name, .env = std::move(env)};
+    attach(w, std::move(wk), true);
+    workers_.emplace(w.id, std::move(owned));
+    arena_.execute([&] {
+      starts_.run([this, id = w.id, req = std::move(req)] {
+        auto started = std::make_shared<std::expected<launched_sandbox, std::string>>(launcher_.launch(req));
+        post([this, id, started] { on_started(id, std::move(*started)); });
+      });
+    });
+    return w;
+  }
+
+  void post(std::function<void()> fn) {
+    {
+      std::lock_guard lock(mutex_);
+      posted_.push_back(std::move(fn));
+    }
+    wake();
+  }
+
+  void on_started(uint64_t id, std::expected<launched_sandbox, std::string>&& started) {
+    auto it = workers_.find(id);
+    if (it == workers_.end()) return;
+    worker& w = *it->second;
+    w.starting = false;
+    if (!started) {
+      log_->warn("{}: {}", w.function, started.error());
+      w.dying = true;
+      if (w.current) finish(w, proto::Status::error, started.error());
+      drop(w);
+      return;
+    }
+    w.pid = started->pid;
+    w.pidfd = std::move(started->pidfd);
+    w.sock = std::move(started->sock);
+    w.out = std::move(started->out);
+    w.err = std::move(started->err);
+    w.in = std::move(started->in);
+    w.cgroup = std::move(started->cgroup);
+    w.sock_open = bool(w.sock);
+    if (w.sock) watch(w, w.sock, fd_role::sock, EPOLLIN);
+    if (w.in) watch(w, w.in, fd_role::in, EPOLLOUT);
+    watch(w, w.out, fd_role::out, EPOLLIN);
+    watch(w, w.err, fd_role::err, EPOLLIN);
+    watch(w, w.pidfd, fd_role::pidfd, EPOLLIN);
+    if (w.runtime != proto::Runtime::exec) count_warm(w.spec->spec(), +1);
+    log_->debug("{}: started {} sandbox {} (pid {})", w.function, proto::EnumNameRuntime(w.runtime), w.name, w.pid);
+    if (w.dying) {  // timed out while starting, or the executor is draining
+      kill_worker(w);
+      return;
+    }
+    if (!w.current) return;
+    w.current->out.worker_pid = w.pid;
+    if (w.runtime == proto::Runtime::exec) {
+      if (!w.current->payload.empty()) write_stdin(w);
+      else unwatch(w.in);
+    } else {
+      send_more(w);
+    }
   }
 
   void watch(worker& w, const unique_fd& fd, fd_role role, uint32_t events) {
@@ -783,13 +643,20 @@ struct executor::impl {
     j.out.content_type = std::string(proto::view(res->content_type()));
     auto status = res->status();
     if (status > proto::Status::MAX) status = proto::Status::error;
-    read_proc_usage(w, j.out);
+    read_usage(w, j.out);
+    if (w.cgroup.oom_killed()) {
+      // A process of the sandbox was killed at its memory limit: the runtime survived,
+      // the invocation did not, and the sandbox is not reused.
+      kill_worker(w);
+      finish(w, proto::Status::out_of_memory, out_of_memory_text(w));
+      return false;
+    }
     finish(w, status, std::string(proto::view(res->error())));
     return true;
   }
 
   void protocol_error(worker& w, const std::string& what) {
-    log_->warn("{}: worker {} sent {}; stopping it", w.function, w.pid, what);
+    log_->warn("{}: sandbox {} sent {}; stopping it", w.function, w.name, what);
     kill_worker(w);
     if (w.current) finish(w, proto::Status::crashed, "runtime protocol error: " + what);
   }
@@ -804,41 +671,19 @@ struct executor::impl {
     if (!w.kill_at_mono) w.kill_at_mono = mono_now_ns() + eof_grace_ns;
   }
 
-  void read_proc_usage(worker& w, outcome& out) {
-    char buf[2048];
-    if (w.stat_fd) {
-      std::string_view s = pread_text(w.stat_fd.get(), buf, sizeof buf);
-      size_t close = s.rfind(')');
-      if (close != std::string_view::npos) {
-        s.remove_prefix(close + 1);
-        // After the command: state(3) ... utime(14) stime(15).
-        int64_t vals[2] = {0, 0};
-        int field = 2, got = 0;
-        size_t i = 0;
-        while (i < s.size() && got < 2) {
-          while (i < s.size() && s[i] == ' ') ++i;
-          size_t b = i;
-          while (i < s.size() && s[i] != ' ') ++i;
-          ++field;
-          if (field == 14 || field == 15) std::from_chars(s.data() + b, s.data() + i, vals[got++]);
-        }
-        int64_t user = vals[0] * tick_ns_, sys = vals[1] * tick_ns_;
-        out.cpu_user_ns = std::max<int64_t>(0, user - w.cpu_user_ns);
-        out.cpu_system_ns = std::max<int64_t>(0, sys - w.cpu_system_ns);
-        w.cpu_user_ns = user;
-        w.cpu_system_ns = sys;
-      }
-    }
-    if (w.status_fd) {
-      std::string_view s = pread_text(w.status_fd.get(), buf, sizeof buf);
-      size_t at = s.find("VmHWM:");
-      if (at != std::string_view::npos) {
-        size_t b = s.find_first_of("0123456789", at);
-        int64_t kb = 0;
-        if (b != std::string_view::npos) std::from_chars(s.data() + b, s.data() + s.size(), kb);
-        out.peak_memory_bytes = kb * 1024;
-      }
-    }
+  // What the sandbox's cgroup used since the last invocation: every process in it.
+  void read_usage(worker& w, outcome& out) {
+    const cpu_time cpu = w.cgroup.cpu();
+    out.cpu_user_ns = std::max<int64_t>(0, cpu.user_ns - w.cpu.user_ns);
+    out.cpu_system_ns = std::max<int64_t>(0, cpu.system_ns - w.cpu.system_ns);
+    w.cpu = cpu;
+    out.peak_memory_bytes = w.cgroup.peak_memory_bytes();
+  }
+
+  std::string out_of_memory_text(const worker& w) const {
+    std::string t = tail(w);
+    return "out of memory: the function's limit is " + std::to_string(w.memory_bytes >> 20) + " MB" +
+           (t.empty() ? "" : "\n" + t);
   }
 
   // ---- exec processes ----
@@ -908,13 +753,30 @@ struct executor::impl {
     partial.append(text);
     size_t start = 0;
     for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1)
-      log_->info("{}[{}] {}: {}", w.function, w.pid, is_err ? "stderr" : "stdout",
-                 std::string_view(partial).substr(start, nl - start));
+      log_line(w, std::string_view(partial).substr(start, nl - start), is_err);
     partial.erase(0, start);
     if (partial.size() > 16 * 1024) {
-      log_->info("{}[{}] {}: {}", w.function, w.pid, is_err ? "stderr" : "stdout", partial);
+      log_line(w, partial, is_err);
       partial.clear();
     }
+  }
+
+  void log_line(const worker& w, std::string_view line, bool is_err) {
+    log_->debug("{}[{}] {}: {}", w.function, w.name, is_err ? "stderr" : "stdout", line);
+    if (!opts_.on_log || !w.spec) return;
+    const auto& spec = w.spec->spec();
+    std::string_view invocation;
+    if (w.current) {
+      if (const auto* inv = proto::verified<proto::Invocation>(w.current->w.invocation)) invocation = proto::view(inv->id());
+    }
+    opts_.on_log({.tenant = proto::view(spec.tenant()),
+                  .function = proto::view(spec.name()),
+                  .version = proto::view(spec.version()),
+                  .invocation_id = invocation,
+                  .sandbox = w.name,
+                  .stream = is_err ? proto::LogStream::stderr : proto::LogStream::stdout,
+                  .line = line,
+                  .time_ns = unix_now_ns()});
   }
 
   std::string tail(const worker& w) const {
@@ -927,12 +789,11 @@ struct executor::impl {
 
   void reap(worker& w) {
     int status = 0;
-    rusage ru{};
-    pid_t r = ::wait4(w.pid, &status, WNOHANG, &ru);
+    pid_t r = ::wait4(w.pid, &status, WNOHANG, nullptr);
     if (r == 0) return;
     if (r < 0) {
       // Someone else in this process reaped it (waitpid(-1)): the status is lost.
-      log_->warn("{}: worker {} was reaped elsewhere: {}", w.function, w.pid, std::strerror(errno));
+      log_->warn("{}: sandbox {} was reaped elsewhere: {}", w.function, w.name, std::strerror(errno));
       status = W_EXITCODE(0, SIGKILL);
     }
     unwatch(w.pidfd);
@@ -941,62 +802,78 @@ struct executor::impl {
     read_pipe(w, w.err, true);
     if (w.current) {
       job& j = *w.current;
-      j.out.cpu_user_ns = std::max<int64_t>(0, timeval_ns(ru.ru_utime) - w.cpu_user_ns);
-      j.out.cpu_system_ns = std::max<int64_t>(0, timeval_ns(ru.ru_stime) - w.cpu_system_ns);
-      j.out.peak_memory_bytes = int64_t(ru.ru_maxrss) * 1024;
-      if (w.runtime == proto::Runtime::exec) {
+      read_usage(w, j.out);
+      std::string t = tail(w);
+      if (w.cgroup.oom_killed()) {
+        finish(w, proto::Status::out_of_memory, out_of_memory_text(w));
+      } else if (w.runtime == proto::Runtime::exec) {
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !w.stdout_over) {
           j.out.output = std::move(w.stdout_buf);
           finish(w, proto::Status::ok, {});
         } else if (w.stdout_over) {
-          finish(w, proto::Status::error,
-                 "output over " + std::to_string(proto::max_message_bytes) + " bytes");
+          finish(w, proto::Status::error, "output over " + std::to_string(proto::max_message_bytes) + " bytes");
         } else {
-          std::string t = tail(w);
-          finish(w, WIFSIGNALED(status) ? proto::Status::crashed : proto::Status::error,
+          finish(w, signal_of(status) ? proto::Status::crashed : proto::Status::error,
                  "program " + exit_text(status) + (t.empty() ? "" : "\n" + t));
         }
       } else {
-        std::string t = tail(w);
-        finish(w, proto::Status::crashed, "worker " + exit_text(status) + (t.empty() ? "" : "\n" + t));
+        finish(w, proto::Status::crashed, "runtime " + exit_text(status) + (t.empty() ? "" : "\n" + t));
       }
     } else if (!w.dying) {
-      log_->warn("{}: idle worker {} {}", w.function, w.pid, exit_text(status));
+      log_->warn("{}: idle sandbox {} {}", w.function, w.name, exit_text(status));
     }
     drop(w);
   }
 
   void kill_worker(worker& w) {
-    if (w.pid > 0 && w.pidfd) {
-      ::kill(-w.pid, SIGKILL);
-      ::kill(w.pid, SIGKILL);
-    }
     w.dying = true;
     w.kill_at_mono = 0;
     remove_idle(w);
+    if (w.starting) return;  // on_started kills it
+    // The pid namespace ends with its first process; the cgroup kill reaches the rest.
+    if (w.pid > 0 && w.pidfd) ::kill(w.pid, SIGKILL);
+    w.cgroup.kill();
   }
 
   void remove_idle(worker& w) {
     if (w.pool_key.empty()) return;
-    auto it = idle_.find(w.pool_key);
-    if (it == idle_.end()) return;
-    std::erase(it->second, &w);
-    if (it->second.empty()) idle_.erase(it);
+    pool_map::accessor a;
+    if (!idle_.find(a, w.pool_key)) return;
+    std::erase(a->second, &w);
+    if (a->second.empty()) idle_.erase(a);
   }
 
   void drop(worker& w) {
     remove_idle(w);
-    if (w.runtime != proto::Runtime::exec && w.spec) count_warm(w.spec->spec(), -1);
+    if (w.runtime != proto::Runtime::exec && w.pid > 0) count_warm(w.spec->spec(), -1);
+    sandbox_memory_ -= w.memory_bytes;
     unwatch(w.sock);
     unwatch(w.out);
     unwatch(w.err);
     unwatch(w.in);
     unwatch(w.pidfd);
+    if (w.pid > 0) {
+      w.cgroup.kill();
+      if (!w.cgroup.remove()) {
+        busy_cgroups_.push_back(std::move(w.cgroup));
+        if (!cgroup_retry_mono_) cgroup_retry_mono_ = mono_now_ns() + cgroup_retry_ns;
+      }
+    }
     workers_.erase(w.id);
     check_drained();
   }
 
-  // Completes the worker's current job; an ok warm worker goes back to the pool.
+  // Cgroups of reaped sandboxes that still had processes (leaving after the kill).
+  void remove_cgroups() {
+    std::erase_if(busy_cgroups_, [](sandbox_cgroup& cg) {
+      cg.kill();
+      return bool(cg.remove());
+    });
+    cgroup_retry_mono_ = busy_cgroups_.empty() ? 0 : mono_now_ns() + cgroup_retry_ns;
+    check_drained();
+  }
+
+  // Completes the sandbox's current job; an ok warm sandbox goes back to the pool.
   void finish(worker& w, proto::Status status, std::string error) {
     job j = std::move(*w.current);
     w.current.reset();
@@ -1009,7 +886,9 @@ struct executor::impl {
         kill_worker(w);
       } else {
         w.idle_since_mono = mono_now_ns();
-        idle_[w.pool_key].push_back(&w);
+        pool_map::accessor a;
+        idle_.insert(a, w.pool_key);
+        a->second.push_back(&w);
       }
     }
     if (j.w.done) j.w.done(std::move(j.out));
@@ -1024,17 +903,21 @@ struct executor::impl {
     if (wk.done) wk.done(std::move(out));
   }
 
-  // Drained: nothing runs and every worker is killed and reaped.
+  // Drained: nothing runs, every sandbox is killed and reaped, its cgroup removed.
   void check_drained() {
     if (!draining_ || busy_ > 0) return;
     for (auto& [id, w] : workers_)
       if (!w->dying) kill_worker(*w);
-    if (!workers_.empty()) return;  // reap() calls again as each one goes
+    if (!workers_.empty() || !busy_cgroups_.empty()) return;  // reap() calls again as each one goes
     for (auto& p : drain_waiters_) p.set_value();
     drain_waiters_.clear();
   }
 
   void shut_down() {
+    // Sandboxes still starting arrive as posted work: kill those too.
+    draining_ = true;
+    arena_.execute([&] { starts_.wait(); });
+    take_posted();
     std::vector<work> left;
     {
       std::lock_guard lock(mutex_);
@@ -1042,10 +925,8 @@ struct executor::impl {
     }
     for (auto& w : left) complete(std::move(w), proto::Status::rejected, "node is stopping");
     for (auto& [id, w] : workers_) {
-      if (w->pid > 0) {
-        ::kill(-w->pid, SIGKILL);
-        ::kill(w->pid, SIGKILL);
-      }
+      if (w->pid > 0) ::kill(w->pid, SIGKILL);
+      w->cgroup.kill();
     }
     for (auto& [id, w] : workers_) {
       if (w->pid > 0) ::waitpid(w->pid, nullptr, 0);
@@ -1057,14 +938,14 @@ struct executor::impl {
         j.out.finished_ns = unix_now_ns();
         if (j.w.done) j.w.done(std::move(j.out));
       }
+      (void)w->cgroup.remove();
     }
     workers_.clear();
     idle_.clear();
-    {
-      std::lock_guard lock(warm_mutex_);
-      warm_by_function_.clear();
-    }
+    for (auto& [function, count] : warm_by_function_) count.store(0);
     warm_.store(0);
+    for (auto& cg : busy_cgroups_) (void)cg.remove();
+    busy_cgroups_.clear();
     for (auto& p : drain_waiters_) p.set_value();
     drain_waiters_.clear();
   }
@@ -1082,13 +963,7 @@ void executor::run(work w) {
   impl_->wake();
 }
 
-void executor::post(std::function<void()> fn) {
-  {
-    std::lock_guard lock(impl_->mutex_);
-    impl_->posted_.push_back(std::move(fn));
-  }
-  impl_->wake();
-}
+void executor::post(std::function<void()> fn) { impl_->post(std::move(fn)); }
 
 void executor::drain() {
   auto done = std::make_shared<std::promise<void>>();
@@ -1104,8 +979,12 @@ void executor::drain() {
 size_t executor::warm_workers() const noexcept { return impl_->warm_.load(std::memory_order_relaxed); }
 
 std::vector<std::pair<std::string, size_t>> executor::warm_by_function() const {
-  std::lock_guard lock(impl_->warm_mutex_);
-  return {impl_->warm_by_function_.begin(), impl_->warm_by_function_.end()};
+  std::vector<std::pair<std::string, size_t>> out;
+  for (const auto& [function, count] : impl_->warm_by_function_)
+    if (size_t n = count.load(std::memory_order_relaxed)) out.emplace_back(function, n);
+  return out;
 }
+
+std::string executor::describe() const { return impl_->launcher_.describe(); }
 
 }  // namespace fnmesh::node

@@ -1,11 +1,11 @@
 #pragma once
-// executor: runs invocations in worker processes (the stand-in for real sandboxes, which
-// come with issue 3 behind this same interface). Owns one event-loop thread (epoll over
-// every worker's fd 3 socket, stdout/stderr pipes, pidfds and deadline timers) and the
-// warm pool: idle workers per (tenant, function, version) are reused (python3, native),
-// a new one starts when none is idle (one per concurrent invocation); `exec` starts one
-// process per invocation. run() is thread-safe; callbacks run on the loop thread and
-// must neither block nor throw.
+// executor: runs invocations in sandboxes (DESIGN §4, §5). Owns one event-loop thread
+// (epoll over every sandbox's fd 3 socket, stdout/stderr pipes, pidfds and deadline
+// timers), a oneTBB task arena in which sandboxes are started (cold starts never stall
+// the loop), and the warm pool: idle sandboxes per (tenant, function, version) are reused
+// one invocation at a time (python3, nodejs, native) and stopped after keep_warm; a new
+// one starts when none is idle; `exec` starts one sandbox per invocation. run() is
+// thread-safe; callbacks run on the loop thread and must neither block nor throw.
 #include <sys/types.h>
 
 #include <chrono>
@@ -18,20 +18,25 @@
 #include <vector>
 
 #include "broker/client/function_registry.h"
+#include "broker/client/log_publisher.h"
 #include "flatbuffers/proto.h"
+#include "node/sandbox/launcher.h"
 
 namespace fnmesh::node {
 
 struct executor_options {
-  std::filesystem::path python = "/usr/bin/python3";
-  std::filesystem::path python_shim;           // node/runtimes/python/shim.py
-  std::filesystem::path python_proto_dir;      // build/python (generated fnmesh.proto module)
-  std::chrono::seconds keep_warm{300};         // idle workers stop after this
+  launcher_options sandboxes;
+  std::chrono::seconds keep_warm{300};         // idle sandboxes stop after this
+  // Memory of all live sandboxes (their limits) stays within this: a cold start first
+  // stops the longest-idle sandboxes of any function. 0: no budget.
+  int64_t memory_budget_bytes = 0;
   size_t stderr_tail_bytes = 4096;             // kept for error reports
-  // After handing work to a warm worker that usually answers within this time, the loop
+  // After handing work to a warm sandbox that usually answers within this time, the loop
   // polls for this long before it blocks (0 = never). Off by default: on our 2-vCPU
   // machines spinning made warm round trips slower (native echo 38 -> 64 us).
   std::chrono::microseconds spin{0};
+  // Each line a sandbox prints (loop thread; the views last for the call).
+  std::function<void(const broker::log_line&)> on_log;
 };
 
 // What one invocation did, as the node reports it.
@@ -43,43 +48,45 @@ struct outcome {
   bool cold_start = false;
   int64_t started_ns = 0;            // unix ns
   int64_t finished_ns = 0;
-  // Usage, accounting source rusage: one-shot `exec` processes report wait4() rusage;
-  // warm workers report the difference of /proc/<pid>/stat utime/stime across the
-  // invocation (clock-tick resolution) and VmHWM, reset through /proc/<pid>/clear_refs
-  // before each warm invocation (so: the peak RSS during it; a cold start's includes
-  // the runtime's start-up).
+  // Usage, accounting source cgroup: the CPU time and peak memory of every process in the
+  // sandbox's cgroup during the invocation (the peak is reset before each warm invocation;
+  // a cold start's includes the runtime's start-up).
   int64_t cpu_user_ns = 0;
   int64_t cpu_system_ns = 0;
   int64_t peak_memory_bytes = 0;
-  pid_t worker_pid = 0;              // the process that ran it (0: none was started)
+  pid_t worker_pid = 0;              // the sandbox's process on the host (0: none was started)
+  std::string sandbox;               // the sandbox's name (its cgroup directory)
 };
 
 struct work {
   broker::function_ptr function;          // the spec it runs under
-  std::filesystem::path code_dir;         // unpacked bundle (read-only to the worker)
+  std::filesystem::path code_dir;         // unpacked bundle (read-only at /var/task)
   std::vector<uint8_t> invocation;        // a verified Invocation buffer, sent as is
-  std::chrono::milliseconds timeout;      // wall clock; past it the worker is killed
+  std::chrono::milliseconds timeout;      // wall clock; past it the sandbox is killed
   std::function<void(outcome&&)> done;    // called once, on the loop thread
 };
 
 class executor {
  public:
-  explicit executor(executor_options opts);   // throws on start-up failure (epoll, thread)
-  ~executor();  // kills every worker, joins the loop; what still runs completes as crashed
+  // Throws with one clear line on start-up failure (not root, no cgroups, epoll).
+  explicit executor(executor_options opts);
+  ~executor();  // kills every sandbox, joins the loop; what still runs completes as crashed
 
   void run(work w);
   // Stops taking work (later run() calls complete at once with status rejected); waits
-  // for what runs, then kills idle workers and returns once every worker process is
-  // gone. Must not be called on the loop thread.
+  // for what runs, then kills idle sandboxes and returns once every sandbox is gone.
+  // Must not be called on the loop thread.
   void drain();
 
   // Runs fn on the loop thread (for callers that must touch loop-owned state).
   void post(std::function<void()> fn);
 
-  // Live reusable workers (python3, native), idle or busy.
+  // Live reusable sandboxes (python3, nodejs, native), idle or busy.
   size_t warm_workers() const noexcept;
   // The same per "tenant/function" (for the heartbeat); thread-safe.
   std::vector<std::pair<std::string, size_t>> warm_by_function() const;
+  // What the cgroup tree found, for the start-up log.
+  std::string describe() const;
 
  private:
   struct impl;

@@ -51,14 +51,21 @@ std::vector<uint8_t> invocation(const char* function, std::string_view payload) 
 std::filesystem::path source_dir() { return dir_from("FNMESH_SOURCE_DIR", FNMESH_BENCH_SOURCE_DIR); }
 std::filesystem::path build_dir() { return dir_from("FNMESH_BUILD_DIR", FNMESH_BENCH_BUILD_DIR); }
 
+executor_options options(std::chrono::microseconds spin = {}) {
+  static int instance = 0;
+  return {.sandboxes = {.node_id = "executor-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
+                        .staging = std::filesystem::temp_directory_path() / "fnmesh-executor-bench",
+                        .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
+                        .python_shim_dir = source_dir() / "node/runtimes/python",
+                        .python_proto_dir = build_dir() / "python",
+                        .nodejs_shim = source_dir() / "node/runtimes/nodejs/shim.js"},
+          .spin = spin};
+}
+
 void round_trip(benchmark::State& state, proto::Runtime runtime, const char* name, const char* handler,
                 const std::filesystem::path& code_dir, std::string_view payload) {
-  auto source = source_dir();
-  auto build = build_dir();
   // Argument: the loop's spin before blocking, in microseconds.
-  executor exec(executor_options{.python_shim = source / "node/runtimes/python/shim.py",
-                                 .python_proto_dir = build / "python",
-                                 .spin = std::chrono::microseconds(state.range(0))});
+  executor exec(options(std::chrono::microseconds(state.range(0))));
   auto fn = spec(name, runtime, handler);
   auto inv = invocation(name, payload);
   std::atomic<uint32_t> finished{0};
@@ -101,8 +108,7 @@ void native_echo_64k(benchmark::State& state) {
 // over C invocations at once and waits for all of them.
 void native_echo_concurrent(benchmark::State& state) {
   const auto c = uint32_t(state.range(0));
-  executor exec(executor_options{.python_shim = source_dir() / "node/runtimes/python/shim.py",
-                                 .python_proto_dir = build_dir() / "python"});
+  executor exec(options());
   auto fn = spec("echo", proto::Runtime::native, "echo");
   auto inv = invocation("echo", "{}");
   std::atomic<uint32_t> finished{0};

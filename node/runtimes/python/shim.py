@@ -1,7 +1,8 @@
 """fnmesh python3 runtime.
 
-Started by the node as `/usr/bin/python3 -u shim.py <module.function>` with the function's
-folder as cwd and PYTHONPATH holding the generated fnmesh.proto package. Imports the
+Runs in a sandbox forked from the python zygote (zygote.cc calls serve_in_sandbox), or
+by hand as `python3 -u shim.py <module.function>` with the function's folder as cwd and
+PYTHONPATH holding the generated fnmesh.proto package. Imports the
 handler once, then serves invocations one at a time over fd 3: frames of
 [u32 little-endian length][FlatBuffers], an Invocation in, a Result out. Exits on EOF.
 
@@ -168,7 +169,17 @@ def main():
     if len(sys.argv) != 2:
         print("usage: shim.py <module.function>", file=sys.stderr)
         return 2
-    handler = sys.argv[1]
+    return serve(sys.argv[1])
+
+
+def serve_in_sandbox(handler, env):
+    """Entry of a sandbox forked from the zygote (zygote.cc): cwd is /var/task already."""
+    os.environ.clear()
+    os.environ.update(kv.split("=", 1) for kv in env if "=" in kv)
+    return serve(handler)
+
+
+def serve(handler):
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -59,9 +59,14 @@ class executor_test : public ::testing::Test {
   executor_test() : exec_(options()) {}
 
   static executor_options options() {
+    static int fixture = 0;
     executor_options o;
-    o.python_shim = source_dir() / "node/runtimes/python/shim.py";
-    o.python_proto_dir = build_dir() / "python";
+    o.sandboxes = {.node_id = "executor-test-" + std::to_string(::getpid()) + "-" + std::to_string(++fixture),
+                   .staging = std::filesystem::temp_directory_path() / ("fnmesh-executor-test-" + std::to_string(::getpid())),
+                   .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
+                   .python_shim_dir = source_dir() / "node/runtimes/python",
+                   .python_proto_dir = build_dir() / "python",
+                   .nodejs_shim = source_dir() / "node/runtimes/nodejs/shim.js"};
     o.keep_warm = std::chrono::seconds(60);
     return o;
   }
@@ -191,7 +196,7 @@ TEST_F(executor_test, exec_killed_by_signal_and_timeout) {
     std::ofstream script(dir / "die.sh");
     script << "#!/bin/sh\necho dying >&2\nkill -SEGV $$\n";
   }
-  std::filesystem::permissions(dir / "die.sh", std::filesystem::perms::owner_all);
+  std::filesystem::permissions(dir / "die.sh", std::filesystem::perms(0755));
   auto die = make_spec("die", proto::Runtime::exec, "die.sh");
   auto o = invoke(die, dir, "x");
   EXPECT_EQ(o.status, proto::Status::crashed);
@@ -219,7 +224,7 @@ TEST_F(executor_test, python_context_and_env) {
   for (const char* want : {R"("event": {"k": [1, 2]})", R"("function": "inspect")", R"("tenant": "test")",
                            R"("trigger": "event")", R"("source": "orders.created")", R"("attempt": 2)",
                            R"("GREETING": "hi")", R"("FNMESH_FUNCTION": "inspect")", R"("FNMESH_RUNTIME": "python3")",
-                           R"("invocation_id": "inv-)", "examples/testing\""})
+                           R"("invocation_id": "inv-)", R"("cwd": "/var/task")", R"("FNMESH_CODE_DIR": "/var/task")"})
     EXPECT_NE(out.find(want), std::string::npos) << want << " in " << out;
   auto at = out.find(R"("remaining_ms": )");
   ASSERT_NE(at, std::string::npos);

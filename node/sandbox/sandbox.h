@@ -1,0 +1,94 @@
+#pragma once
+// sandbox: starts one process inside a fresh sandbox (DESIGN §5). clone3 makes the
+// process with new user, pid, mount, ipc, uts (and, under network policy none, net)
+// namespaces straight into its cgroup v2 directory; the caller writes its uid/gid maps
+// and v1 cgroups, then the child builds a tmpfs root (read-only /usr and the host's
+// /bin, /lib* links, the code read-only at /var/task, a capped /tmp, a minimal /dev, a
+// new /proc), pivots into it, drops every capability, sets no_new_privs and the seccomp
+// filter, and runs the program as uid 1000 (nobody outside).
+//
+// sandbox_host holds what is read once per node (the host's layout, the staging
+// directory); it is immutable after construction and safe to share between threads.
+// start_sandbox() is called from one thread at a time per sandbox_host (the staging
+// path's strings are rebuilt per call) and blocks until the child ran its program or
+// failed; clone_sandbox() is the same for a caller that continues in the child itself
+// (the python zygote).
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <expected>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "common/unique_fd.h"
+
+namespace fnmesh::node {
+
+struct sandbox_host_options {
+  std::filesystem::path staging;   // an empty directory of the node's: each sandbox's root is built on it
+  uid_t outside_uid = 65534;       // what the sandbox's uid 1000 is on the host (nobody)
+  gid_t outside_gid = 65534;
+};
+
+class sandbox_host {
+ public:
+  // Reads the host's layout; throws with one clear line when the staging directory
+  // cannot be made.
+  explicit sandbox_host(sandbox_host_options opts);
+
+  struct link { std::string name, target; };   // "bin" -> "usr/bin"
+  const sandbox_host_options& options() const noexcept { return opts_; }
+  const std::vector<link>& root_links() const noexcept { return links_; }
+  const std::vector<std::string>& root_dirs() const noexcept { return dirs_; }  // bound read-only
+  const std::vector<std::string>& etc_files() const noexcept { return etc_; }   // bound read-only
+  int last_capability() const noexcept { return last_cap_; }
+
+ private:
+  sandbox_host_options opts_;
+  std::vector<link> links_;
+  std::vector<std::string> dirs_;
+  std::vector<std::string> etc_;
+  int last_cap_ = 40;
+};
+
+struct read_only_bind {
+  std::filesystem::path host;
+  std::string inside;              // absolute path in the sandbox
+};
+
+struct sandbox_plan {
+  std::filesystem::path code_dir;  // read-only at /var/task, the working directory
+  std::vector<read_only_bind> binds;
+  int64_t tmp_bytes = int64_t(512) << 20;
+  bool host_network = false;       // false: a private loopback only
+  int cgroup_v2_dir = -1;          // CLONE_INTO_CGROUP target; -1: the caller's cgroup
+  std::vector<std::string> cgroup_v1_dirs;  // each one's cgroup.procs gets the pid before it runs
+  int stdio[4] = {-1, -1, -1, -1}; // become the sandbox's fds 0..3
+  std::string program;             // exec'd in the sandbox; empty: clone_sandbox returns 0 in the child
+  std::vector<std::string> argv;
+  std::vector<std::string> env;    // "NAME=value"
+  const sock_fprog* seccomp = nullptr;
+};
+
+struct started_sandbox {
+  pid_t pid = 0;
+  unique_fd pidfd;
+};
+
+// What went wrong, naming the step ("bind /usr at /usr: Permission denied").
+using sandbox_result = std::expected<started_sandbox, std::string>;
+
+// Starts plan.program in a new sandbox. The child is the caller's child (reap it with
+// wait4 or its pidfd).
+sandbox_result start_sandbox(const sandbox_host& host, const sandbox_plan& plan);
+
+// As start_sandbox, for a caller that runs on in the sandbox without exec: returns
+// pid 0 in the child once it is set up (descriptors 0..3 in place, privileges dropped),
+// the child's pid in the caller. `clone_flags_extra` is or-ed into clone3's flags
+// (CLONE_PARENT: the zygote's children belong to the node).
+sandbox_result clone_sandbox(const sandbox_host& host, const sandbox_plan& plan,
+                             uint64_t clone_flags_extra);
+
+}  // namespace fnmesh::node
