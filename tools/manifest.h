@@ -32,6 +32,8 @@ struct function_def {
   uint32_t memory_mb = 128;
   uint32_t timeout_s = 3;
   uint32_t concurrency = 0;  // 0 = unlimited
+  uint32_t tmp_mb = 512;     // the sandbox's /tmp
+  uint32_t pids = 256;       // processes and threads in the sandbox
   std::map<std::string, std::string> env;
   proto::NetworkPolicy network = proto::NetworkPolicy::none;
   std::vector<std::string> allow;  // when network is an allow-list

@@ -12,8 +12,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/statfs.h>
-#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -71,6 +69,8 @@ enum phase : int32_t {
   phase_seccomp = -11,
   phase_exec = -12,
   phase_init = -13,
+  phase_user_ns = -14,
+  phase_map_request = -15,  // not a failure: the child asks for its uid map
 };
 
 const char* phase_name(int32_t p) {
@@ -88,6 +88,7 @@ const char* phase_name(int32_t p) {
     case phase_seccomp: return "install the seccomp filter";
     case phase_exec: return "exec";
     case phase_init: return "start the runtime under the sandbox's init";
+    case phase_user_ns: return "new user namespace";
   }
   return "set up";
 }
@@ -215,21 +216,6 @@ void prepare(const sandbox_host& host, const sandbox_plan& plan, prepared& p) {
   ::_exit(127);
 }
 
-// The flags a read-only remount of a bind must keep: a user namespace may not clear the
-// ones the host's mount has.
-unsigned long locked_flags(const char* path) {
-  struct statfs st {};
-  if (::statfs(path, &st) != 0) return 0;
-  unsigned long f = 0;
-  if (st.f_flags & ST_NOSUID) f |= MS_NOSUID;
-  if (st.f_flags & ST_NODEV) f |= MS_NODEV;
-  if (st.f_flags & ST_NOEXEC) f |= MS_NOEXEC;
-  if (st.f_flags & ST_NOATIME) f |= MS_NOATIME;
-  if (st.f_flags & ST_NODIRATIME) f |= MS_NODIRATIME;
-  if (st.f_flags & ST_RELATIME) f |= MS_RELATIME;
-  return f;
-}
-
 int run_step(const step& s) {
   switch (s.what) {
     case step::op::make_dir:
@@ -247,7 +233,7 @@ int run_step(const step& s) {
     case step::op::bind_read_only:
       if (::mount(s.source.c_str(), s.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) return errno;
       return ::mount(nullptr, s.target.c_str(), nullptr,
-                     MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(s.target.c_str()),
+                     MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
                      nullptr) == 0
                  ? 0
                  : errno;
@@ -319,18 +305,8 @@ void reset_signals() {
 
 // Returns only in a child without a program (the zygote's), set up and running.
 void child_main(const prepared& p) {
-  char go = 0;
-  if (::read(p.sync_fd, &go, 1) != 1) ::_exit(127);  // the parent gave up
-  ::close(p.sync_fd);
-
-  // Raw system calls: glibc's wrappers would signal the node's other threads, which this
-  // copy of the node does not have.
-  if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setresgid, inside_id, inside_id, inside_id) != 0 ||
-      ::syscall(SYS_setresuid, inside_id, inside_id, inside_id) != 0)
-    child_fail(p, phase_ids, errno);
-  // The pid 0 in the sandbox's user namespace is not mapped: the switch above kept every
-  // capability of this namespace, which the set-up below needs; they are dropped at the end.
-  if (::unshare(CLONE_NEWCGROUP) != 0) child_fail(p, phase_cgroup_ns, errno);
+  // The root is built with the node's own credentials, so every path the node can reach
+  // is reachable here, in namespaces the host's user namespace owns.
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) child_fail(p, phase_private, errno);
   for (size_t i = 0; i < p.steps.size(); ++i)
     if (int e = run_step(p.steps[i])) child_fail(p, int32_t(i), e);
@@ -341,6 +317,23 @@ void child_main(const prepared& p) {
     child_fail(p, phase_root_read_only, errno);
   if (::sethostname("sandbox", 7) != 0) child_fail(p, phase_hostname, errno);
   if (!p.host_network && !loopback_up()) child_fail(p, phase_loopback, errno);
+
+  // Then the sandbox's own user namespace, which owns none of the namespaces above: even
+  // a capability regained in it would grant nothing over them. The parent maps its uid
+  // and attaches the v1 cgroups, then says go.
+  if (::unshare(CLONE_NEWUSER) != 0) child_fail(p, phase_user_ns, errno);
+  child_report ask{phase_map_request, 0};
+  char go = 0;
+  if (::write(p.status_fd, &ask, sizeof ask) != sizeof ask || ::read(p.sync_fd, &go, 1) != 1)
+    ::_exit(127);  // the parent gave up
+  ::close(p.sync_fd);
+  if (::unshare(CLONE_NEWCGROUP) != 0) child_fail(p, phase_cgroup_ns, errno);
+  // Raw system calls: glibc's wrappers would signal the node's other threads, which this
+  // copy of the node does not have. Its uid 0 is not mapped in the new namespace, so the
+  // switch keeps the capabilities there: dropped below.
+  if (::syscall(SYS_setgroups, 0, nullptr) != 0 || ::syscall(SYS_setresgid, inside_id, inside_id, inside_id) != 0 ||
+      ::syscall(SYS_setresuid, inside_id, inside_id, inside_id) != 0)
+    child_fail(p, phase_ids, errno);
 
   // Descriptors: sources below 4 move out of the way before the dup2s.
   int fds[4];
@@ -423,8 +416,7 @@ sandbox_result clone_sandbox(const sandbox_host& host, const sandbox_plan& plan,
 
   int pidfd = -1;
   clone_args args{};
-  args.flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-               CLONE_PIDFD | clone_flags_extra;
+  args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | clone_flags_extra;
   if (!plan.host_network) args.flags |= CLONE_NEWNET;
   if (plan.cgroup_v2_dir >= 0) {
     args.flags |= CLONE_INTO_CGROUP;
@@ -461,21 +453,30 @@ sandbox_result clone_sandbox(const sandbox_host& host, const sandbox_plan& plan,
     if (own_child) ::waitpid(started.pid, nullptr, 0);
     return std::unexpected(std::move(why));
   };
-  const std::string proc = "/proc/" + std::to_string(pid);
-  if (!write_file(proc + "/uid_map", std::to_string(inside_id) + " " + std::to_string(host.options().outside_uid) + " 1\n") ||
-      !write_file(proc + "/gid_map", std::to_string(inside_id) + " " + std::to_string(host.options().outside_gid) + " 1\n"))
-    return abandon("cannot map the sandbox's uid: " + errno_text(errno));
+  // While the child builds its root: its v1 cgroups, before anything of the function runs.
   for (const auto& dir : plan.cgroup_v1_dirs)
     if (!write_file(dir + "/cgroup.procs", std::to_string(pid)))
       return abandon("cannot attach the sandbox to " + dir + ": " + errno_text(errno));
-  if (::write(sync_write.get(), "g", 1) != 1) return abandon("cannot start the sandbox: " + errno_text(errno));
 
   child_report report{};
-  ssize_t n;
-  while ((n = ::read(status_read.get(), &report, sizeof report)) < 0 && errno == EINTR) {
+  auto next_report = [&] {
+    ssize_t n;
+    while ((n = ::read(status_read.get(), &report, sizeof report)) < 0 && errno == EINTR) {
+    }
+    return n;
+  };
+  ssize_t n = next_report();
+  if (n == sizeof report && report.phase == phase_map_request) {
+    const std::string proc = "/proc/" + std::to_string(pid);
+    if (!write_file(proc + "/uid_map", std::to_string(inside_id) + " " + std::to_string(host.options().outside_uid) + " 1\n") ||
+        !write_file(proc + "/gid_map", std::to_string(inside_id) + " " + std::to_string(host.options().outside_gid) + " 1\n"))
+      return abandon("cannot map the sandbox's uid: " + errno_text(errno));
+    if (::write(sync_write.get(), "g", 1) != 1) return abandon("cannot start the sandbox: " + errno_text(errno));
+    n = next_report();
   }
   if (n == 0) return started;
-  std::string what = report.phase >= 0 && size_t(report.phase) < p.steps.size()
+  std::string what = n != sizeof report ? std::string("set up")
+                     : report.phase >= 0 && size_t(report.phase) < p.steps.size()
                          ? p.steps[size_t(report.phase)].describe()
                          : phase_name(report.phase);
   if (report.phase == phase_exec) what += " " + p.program;

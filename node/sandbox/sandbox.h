@@ -1,18 +1,19 @@
 #pragma once
 // sandbox: starts one process inside a fresh sandbox (DESIGN §5). clone3 makes the
-// process with new user, pid, mount, ipc, uts (and, under network policy none, net)
-// namespaces straight into its cgroup v2 directory; the caller writes its uid/gid maps
-// and v1 cgroups, then the child builds a tmpfs root (read-only /usr and the host's
-// /bin, /lib* links, the code read-only at /var/task, a capped /tmp, a minimal /dev, a
-// new /proc), pivots into it, drops every capability, sets no_new_privs and the seccomp
-// filter, and runs the program as uid 1000 (nobody outside).
+// process with new pid, mount, ipc, uts (and, under network policy none, net) namespaces
+// straight into its cgroup v2 directory (CLONE_INTO_CGROUP); with the node's credentials
+// it builds a tmpfs root (read-only /usr and the host's /bin, /lib* links, the code
+// read-only at /var/task, a capped /tmp, a minimal /dev, a new /proc) and pivots into it.
+// Then it enters its own user namespace, which owns none of the others, while the caller
+// maps its uid and attaches its v1 cgroups; it runs as uid 1000 (nobody outside) with
+// every capability dropped, no_new_privs and the seccomp filter. Its pid 1 is a minimal
+// init that reaps and exits as the runtime did (a signal as 128 + its number).
 //
 // sandbox_host holds what is read once per node (the host's layout, the staging
-// directory); it is immutable after construction and safe to share between threads.
-// start_sandbox() is called from one thread at a time per sandbox_host (the staging
-// path's strings are rebuilt per call) and blocks until the child ran its program or
-// failed; clone_sandbox() is the same for a caller that continues in the child itself
-// (the python zygote).
+// directory: every sandbox builds its root on it, each in its own mount namespace); it is
+// immutable after construction and shared by threads. start_sandbox() blocks until the
+// program runs or a step failed; clone_sandbox() is the same for a caller that continues
+// in the child itself (the python zygote).
 #include <linux/filter.h>
 #include <sys/types.h>
 

@@ -24,6 +24,9 @@ struct function_fields {
   uint32_t retries = 2;
   uint32_t concurrency = 0;
   std::vector<std::pair<std::string, std::string>> env;
+  proto::NetworkPolicy network = proto::NetworkPolicy::none;
+  uint32_t tmp_mb = 512;
+  uint32_t pids_max = 256;
   bool http = true;
   std::vector<std::string> events;  // subjects under fnmesh.events.
 };

@@ -16,6 +16,8 @@ functions:
     memory: 256
     timeout: 30
     concurrency: 10
+    tmp: 2048
+    pids: 64
     env: {QUALITY: "80", MODE: fast}
     network: [api.example.com:443, 10.0.0.0/8]
     retries: 1
@@ -46,6 +48,8 @@ TEST(manifest, parses_every_field) {
   EXPECT_EQ(r.runtime, proto::Runtime::python3);
   EXPECT_EQ(r.handler, "handler.handle");
   EXPECT_EQ(r.memory_mb, 256u);
+  EXPECT_EQ(r.tmp_mb, 2048u);
+  EXPECT_EQ(r.pids, 64u);
   EXPECT_EQ(r.timeout_s, 30u);
   EXPECT_EQ(r.concurrency, 10u);
   EXPECT_EQ(r.env.at("QUALITY"), "80");
@@ -63,6 +67,8 @@ TEST(manifest, parses_every_field) {
   const function_def& e = (*parsed)[1];
   EXPECT_EQ(e.runtime, proto::Runtime::native);
   EXPECT_EQ(e.memory_mb, 128u);
+  EXPECT_EQ(e.tmp_mb, 512u);
+  EXPECT_EQ(e.pids, 256u);
   EXPECT_EQ(e.timeout_s, 3u);
   EXPECT_EQ(e.retries, 2u);
   EXPECT_TRUE(e.http);
@@ -80,6 +86,8 @@ TEST(manifest, encodes_a_verifiable_spec) {
   EXPECT_EQ(proto::view(spec->version()), "v1");
   EXPECT_EQ(proto::view(spec->code_digest()), "abc123");
   EXPECT_EQ(spec->memory_mb(), 256u);
+  EXPECT_EQ(spec->tmp_mb(), 2048u);
+  EXPECT_EQ(spec->pids_max(), 64u);
   EXPECT_EQ(spec->timeout_s(), 30u);
   EXPECT_EQ(spec->retries(), 1u);
   EXPECT_EQ(spec->network(), proto::NetworkPolicy::allow_list);
@@ -113,6 +121,8 @@ TEST(manifest, each_bad_field_names_its_line) {
   };
   const std::vector<bad_case> cases = {
       {"    timeout: 901", "functions.hello.timeout: must be 1-900 s, got 901"},
+      {"    tmp: 20000", "functions.hello.tmp: must be 1-10240 MB, got 20000"},
+      {"    pids: 4", "functions.hello.pids: must be 16-32768, got 4"},
       {"    timeout: soon", "functions.hello.timeout: must be 1-900 s, got soon"},
       {"    memory: 12.5", "functions.hello.memory: must be 128-10240 MB, got 12.5"},
       {"    concurrency: -1", "functions.hello.concurrency: must be 0-100000, got -1"},
