@@ -145,8 +145,9 @@ result<void> unpack_bundle(std::span<const uint8_t> bundle, const fs::path& dir)
     fs::path target = dir / fs::path(rel);
     fs::create_directories(target.parent_path(), ec);
     if (ec) return fail(ec);
-    if (auto w = write_file(target, proto::bytes(f->content()), f->mode() ? f->mode() : 0644);
-        !w)
+    // Sandboxes run as an unprivileged user: every file readable, executables runnable,
+    // nothing writable but by the node.
+    if (auto w = write_file(target, proto::bytes(f->content()), (f->mode() & 0111) ? 0755 : 0644); !w)
       return w;
   }
   return {};

@@ -23,7 +23,8 @@ std::string sha256_hex(std::span<const uint8_t> bytes);
 // Every regular file under `folder` (relative paths, modes kept); skips .git and
 // __pycache__. Deterministic: the same folder gives the same digest.
 result<packed_bundle> pack_folder(const std::filesystem::path& folder);
-// Writes the bundle's files under `dir` (created), refusing paths that escape it.
+// Writes the bundle's files under `dir` (created), refusing paths that escape it; files
+// come out 0644, or 0755 when any execute bit was set (sandboxes run as nobody).
 result<void> unpack_bundle(std::span<const uint8_t> bundle, const std::filesystem::path& dir);
 
 inline constexpr size_t chunk_bytes = 512u << 10;

@@ -33,10 +33,11 @@ TEST(sha256_hex, known_vector) {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
-TEST(code_bundle, round_trip_keeps_files_and_modes_and_skips_caches) {
+TEST(code_bundle, round_trip_keeps_files_makes_them_readable_and_skips_caches) {
   scratch src, dst;
   write(src.path() / "handler.py", "def handle(event, ctx):\n    return event\n");
-  write(src.path() / "bin/run", "#!/bin/sh\necho hi\n", fs::perms(0755));
+  write(src.path() / "bin/run", "#!/bin/sh\necho hi\n", fs::perms(0700));
+  write(src.path() / "secret.cfg", "key=1\n", fs::perms(0600));
   write(src.path() / "data/nested/deep.bin", std::string("\0\1\2\3", 4));
   write(src.path() / "__pycache__/handler.cpython-311.pyc", "junk");
   write(src.path() / ".git/HEAD", "ref: refs/heads/main\n");
@@ -46,7 +47,7 @@ TEST(code_bundle, round_trip_keeps_files_and_modes_and_skips_caches) {
   EXPECT_EQ(packed->digest, sha256_hex(packed->buffer));
   const auto* bundle = proto::verified<proto::CodeBundle>(packed->buffer);
   ASSERT_NE(bundle, nullptr);
-  ASSERT_EQ(bundle->files()->size(), 3u);
+  ASSERT_EQ(bundle->files()->size(), 4u);
   EXPECT_EQ(proto::view(bundle->files()->Get(0)->path()), "bin/run");  // sorted
 
   auto unpacked = unpack_bundle(packed->buffer, dst.path() / "task");
@@ -55,7 +56,9 @@ TEST(code_bundle, round_trip_keeps_files_and_modes_and_skips_caches) {
   EXPECT_EQ(slurp(dst.path() / "task/data/nested/deep.bin"), std::string("\0\1\2\3", 4));
   struct stat st {};
   ASSERT_EQ(::stat((dst.path() / "task/bin/run").c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0755u);
+  EXPECT_EQ(st.st_mode & 0777, 0755u);  // the sandbox's user may run it
+  ASSERT_EQ(::stat((dst.path() / "task/secret.cfg").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);  // and read it
   EXPECT_FALSE(fs::exists(dst.path() / "task/__pycache__"));
   EXPECT_FALSE(fs::exists(dst.path() / "task/.git"));
 }
