@@ -162,6 +162,12 @@ void node::on_delivery(broker::delivery&& d) {
                        .published_ns = inv->published_ns(),
                        .attempt = uint32_t(held->delivered),
                        .memory_held = *memory_held};
+  if (!in_flight_.insert({info.id, unix_now_ns()})) {
+    log->warn("invocation {} was delivered again while it runs here; the running one answers", info.id);
+    capacity_->on_finished(held->consumer, *memory_held);
+    capacity_->refill(now_ms());
+    return;
+  }
   auto fn = registry_view_.load()->find(info.tenant, info.function);
   outcome refused;
   std::filesystem::path code_dir;
@@ -228,6 +234,7 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
                           spooled.error().message());
     (void)d.nak(*conn_);
   }
+  in_flight_.erase(inv.id);
   capacity_->on_finished(d.consumer, inv.memory_held);
   if (!stopping_) capacity_->refill(now_ms());
 }

@@ -4,6 +4,7 @@
 // its caller, spools the Completion for the collector, and only then acks JetStream.
 // Owns the NATS connection, the registry watch, the executor and the reporter; its
 // methods are called from main's thread, its callbacks run on nats.c and executor threads.
+#include <oneapi/tbb/concurrent_hash_map.h>
 #include <zmq.hpp>
 
 #include <atomic>
@@ -84,6 +85,9 @@ class node {
   std::unique_ptr<broker::function_registry> registry_;
   // What the registry's watch thread reads: set once started, valid until registry_ dies.
   std::atomic<const broker::function_registry*> registry_view_{nullptr};
+  // Invocation ids running here: a redelivery of one (its AckWait passed during a long
+  // cold start) is not run twice. Written by the nats.c thread and the executor's.
+  tbb::concurrent_hash_map<std::string, int64_t> in_flight_;
   std::atomic<bool> stopping_{false};
   int64_t started_ns_ = 0;
   std::thread heartbeat_;
