@@ -156,7 +156,6 @@ struct executor::impl {
   std::unordered_map<uint64_t, std::unique_ptr<worker>> workers_;
   std::vector<sandbox_cgroup> busy_cgroups_;  // reaped sandboxes whose cgroup is not empty yet
   int64_t cgroup_retry_mono_ = 0;
-  int64_t sandbox_memory_ = 0;  // limits of every live sandbox
   uint64_t next_id_ = 1;
   size_t busy_ = 0;
   bool draining_ = false;
@@ -422,7 +421,10 @@ struct executor::impl {
   // Makes room in the memory budget by stopping the longest-idle sandboxes.
   void make_room(int64_t need) {
     if (opts_.memory_budget_bytes <= 0) return;
-    while (sandbox_memory_ + need > opts_.memory_budget_bytes) {
+    int64_t live = 0;
+    for (auto& [id, w] : workers_)
+      if (!w->dying) live += w->memory_bytes;
+    while (live + need > opts_.memory_budget_bytes) {
       worker* oldest = nullptr;
       for (auto& [id, w] : workers_)
         if (!w->current && !w->dying && w->idle_since_mono &&
@@ -431,6 +433,7 @@ struct executor::impl {
       if (!oldest) return;  // what runs fits: the node's capacity holds it to the budget
       log_->debug("{}: stopping idle sandbox {} to make room", oldest->function, oldest->name);
       kill_worker(*oldest);
+      live -= oldest->memory_bytes;
     }
   }
 
@@ -447,7 +450,6 @@ struct executor::impl {
     w.memory_bytes = int64_t(spec.memory_mb()) << 20;
     w.starting = true;
     make_room(w.memory_bytes);
-    sandbox_memory_ += w.memory_bytes;
     launch_request req{.function = wk.function, .code_dir = wk.code_dir, .name = w.name, .env = std::move(env)};
     attach(w, std::move(wk), true);
     workers_.emplace(w.id, std::move(owned));
@@ -846,7 +848,6 @@ struct executor::impl {
   void drop(worker& w) {
     remove_idle(w);
     if (w.runtime != proto::Runtime::exec && w.pid > 0) count_warm(w.spec->spec(), -1);
-    sandbox_memory_ -= w.memory_bytes;
     unwatch(w.sock);
     unwatch(w.out);
     unwatch(w.err);

@@ -390,5 +390,32 @@ TEST_F(executor_test, idle_workers_stop_after_keep_warm) {
   EXPECT_NE(::kill(r.worker_pid, 0), 0);
 }
 
+TEST_F(executor_test, a_cold_start_stops_the_longest_idle_sandbox_to_stay_in_the_memory_budget) {
+  auto o = options();
+  o.memory_budget_bytes = int64_t(256) << 20;  // two 128 MB sandboxes
+  executor budgeted(o);
+  auto run_one = [&](const std::string& name) {
+    auto p = std::make_shared<std::promise<outcome>>();
+    auto f = p->get_future();
+    budgeted.run(work{.function = make_spec(name, proto::Runtime::python3, "handler.handle"),
+                      .code_dir = examples_ / "hello",
+                      .invocation = make_invocation(name, "{}"),
+                      .timeout = std::chrono::seconds(5),
+                      .done = [p](outcome&& o) { p->set_value(std::move(o)); }});
+    return f.get();
+  };
+  auto first = run_one("first");
+  ASSERT_EQ(first.status, proto::Status::ok) << first.error;
+  ASSERT_EQ(run_one("second").status, proto::Status::ok);
+  ASSERT_EQ(run_one("third").status, proto::Status::ok);
+  for (int i = 0; i < 40 && budgeted.warm_workers() > 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(budgeted.warm_workers(), 2u);
+  std::set<std::string> warm;
+  for (const auto& [function, n] : budgeted.warm_by_function()) warm.insert(function);
+  EXPECT_EQ(warm, (std::set<std::string>{"test/second", "test/third"}));  // "first" idled longest
+  EXPECT_TRUE(run_one("first").cold_start);
+}
+
 }  // namespace
 }  // namespace fnmesh::node
