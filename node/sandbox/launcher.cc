@@ -97,7 +97,7 @@ std::unique_ptr<cgroup_tree> open_cgroups(const std::string& node_id) {
 launcher::launcher(launcher_options opts)
     : opts_(std::move(opts)),
       cgroups_(open_cgroups(opts_.node_id)),
-      host_({.staging = opts_.staging}),
+      host_({.staging = opts_.staging, .files = {{opts_.nodejs_shim, nodejs_shim_inside}}}),
       seccomp_(build_filter()),
       dev_null_(::open("/dev/null", O_RDWR | O_CLOEXEC)) {
   if (!dev_null_) throw std::runtime_error(errno_text("open /dev/null"));
@@ -181,7 +181,6 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   plan.env = env;
   plan.seccomp = seccomp_.program();
   if (spec.runtime() == p::Runtime::nodejs) {
-    plan.binds.push_back({opts_.nodejs_shim, nodejs_shim_inside});
     plan.program = opts_.nodejs.string();
     // V8's heap stays inside the sandbox's memory, with room for the rest of the process.
     plan.argv = {"node", "--max-old-space-size=" + std::to_string(std::max<uint32_t>(64, spec.memory_mb() * 3 / 4)),

@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,7 +20,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <set>
 #include <stdexcept>
 
 #ifndef CLOSE_RANGE_CLOEXEC
@@ -31,24 +31,19 @@ namespace {
 
 constexpr uid_t inside_id = 1000;
 
-// One thing the child does to build its root, prepared by the parent: the child only
+// One mount the child makes to build its root, prepared by the parent: the child only
 // makes system calls (it must not allocate: the node is multi-threaded).
 struct step {
-  enum class op : uint8_t { make_dir, make_file, symlink, bind, bind_read_only, mount, write_file };
+  enum class op : uint8_t { bind, bind_read_only, mount };
   op what;
   std::string source, target, fstype, data;
   unsigned long flags = 0;
-  mode_t mode = 0755;
 
   std::string describe() const {
     switch (what) {
-      case op::make_dir: return "mkdir " + target;
-      case op::make_file: return "create " + target;
-      case op::symlink: return "link " + target + " -> " + source;
       case op::bind: return "bind " + source + " at " + target;
       case op::bind_read_only: return "bind " + source + " read-only at " + target;
       case op::mount: return "mount " + fstype + " at " + target;
-      case op::write_file: return "write " + target;
     }
     return "?";
   }
@@ -113,87 +108,23 @@ struct prepared {
   const sock_fprog* seccomp = nullptr;
 };
 
-class step_list {
- public:
-  explicit step_list(std::string root) : root_(std::move(root)) {}
-
-  void dir(const std::string& inside) {
-    // Each parent once, in order.
-    std::string path;
-    size_t pos = 1;
-    while (pos <= inside.size()) {
-      size_t slash = inside.find('/', pos);
-      if (slash == std::string::npos) slash = inside.size();
-      path = inside.substr(0, slash);
-      if (made_.insert(path).second) add({.what = step::op::make_dir, .target = root_ + path});
-      pos = slash + 1;
-    }
-  }
-  void parent_of(const std::string& inside) {
-    auto slash = inside.rfind('/');
-    if (slash > 0) dir(inside.substr(0, slash));
-  }
-  void bind_read_only(const std::string& host, const std::string& inside) {
-    parent_of(inside);
-    if (std::filesystem::is_directory(host)) dir(inside);
-    else add({.what = step::op::make_file, .target = root_ + inside, .mode = 0644});
-    add({.what = step::op::bind_read_only, .source = host, .target = root_ + inside});
-  }
-  void device(const std::string& name) {
-    add({.what = step::op::make_file, .target = root_ + "/dev/" + name, .mode = 0666});
-    add({.what = step::op::bind, .source = "/dev/" + name, .target = root_ + "/dev/" + name});
-  }
-  void link(const std::string& target, const std::string& inside) {
-    parent_of(inside);
-    add({.what = step::op::symlink, .source = target, .target = root_ + inside});
-  }
-  void mount(const std::string& fstype, const std::string& inside, unsigned long flags,
-             std::string data) {
-    dir(inside);
-    add({.what = step::op::mount, .source = fstype, .target = root_ + inside, .fstype = fstype,
-         .data = std::move(data), .flags = flags});
-  }
-  void write(const std::string& inside, std::string content) {
-    parent_of(inside);
-    add({.what = step::op::write_file, .target = root_ + inside, .data = std::move(content),
-         .mode = 0644});
-  }
-  void add(step s) { steps_.push_back(std::move(s)); }
-  std::vector<step> take() { return std::move(steps_); }
-
- private:
-  std::string root_;
-  std::set<std::string> made_;
-  std::vector<step> steps_;
-};
-
 void prepare(const sandbox_host& host, const sandbox_plan& plan, prepared& p) {
-  p.root = host.options().staging.string();
-  step_list s(p.root);
-  s.add({.what = step::op::mount, .source = "tmpfs", .target = p.root, .fstype = "tmpfs",
-         .data = "mode=0755,size=1m", .flags = MS_NOSUID | MS_NODEV});
-  s.bind_read_only("/usr", "/usr");
-  for (const auto& l : host.root_links()) s.link(l.target, "/" + l.name);
-  for (const auto& d : host.root_dirs()) s.bind_read_only("/" + d, "/" + d);
-  for (const auto& f : host.etc_files()) s.bind_read_only("/etc/" + f, "/etc/" + f);
-  if (plan.host_network && std::filesystem::exists("/etc/resolv.conf"))
-    s.bind_read_only("/etc/resolv.conf", "/etc/resolv.conf");
-  s.write("/etc/passwd", "sandbox:x:1000:1000:sandbox:/tmp:/usr/sbin/nologin\n");
-  s.write("/etc/group", "sandbox:x:1000:\n");
-  s.write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
-  s.write("/etc/hostname", "sandbox\n");
-  s.bind_read_only(plan.code_dir.string(), "/var/task");
-  for (const auto& b : plan.binds) s.bind_read_only(b.host.string(), b.inside);
-  s.mount("tmpfs", "/tmp", MS_NOSUID | MS_NODEV,
-          "mode=1777,size=" + std::to_string(std::max<int64_t>(plan.tmp_bytes, 4096)));
-  s.mount("tmpfs", "/dev", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k");
-  for (const char* d : {"null", "zero", "full", "random", "urandom"}) s.device(d);
-  s.link("/proc/self/fd", "/dev/fd");
-  s.link("/proc/self/fd/0", "/dev/stdin");
-  s.link("/proc/self/fd/1", "/dev/stdout");
-  s.link("/proc/self/fd/2", "/dev/stderr");
-  s.mount("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "");
-  p.steps = s.take();
+  p.root = host.base().string();
+  auto bind_read_only = [&](std::string source, const std::string& inside) {
+    p.steps.push_back({.what = step::op::bind_read_only, .source = std::move(source), .target = p.root + inside});
+  };
+  p.steps.push_back({.what = step::op::bind, .source = p.root, .target = p.root});  // the root: a mount point
+  bind_read_only("/usr", "/usr");
+  for (const auto& d : host.root_dirs()) bind_read_only("/" + d, "/" + d);
+  if (plan.host_network)
+    for (const char* f : {"/etc/resolv.conf", "/etc/ssl/certs"})
+      if (std::filesystem::exists(f)) bind_read_only(f, f);
+  bind_read_only(plan.code_dir.string(), "/var/task");
+  p.steps.push_back({.what = step::op::mount, .source = "tmpfs", .target = p.root + "/tmp", .fstype = "tmpfs",
+                     .data = "mode=1777,size=" + std::to_string(std::max<int64_t>(plan.tmp_bytes, 4096)),
+                     .flags = MS_NOSUID | MS_NODEV});
+  p.steps.push_back({.what = step::op::mount, .source = "proc", .target = p.root + "/proc", .fstype = "proc",
+                     .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
 
   p.program = plan.program;
   p.argv_s = plan.argv;
@@ -218,22 +149,11 @@ void prepare(const sandbox_host& host, const sandbox_plan& plan, prepared& p) {
 
 int run_step(const step& s) {
   switch (s.what) {
-    case step::op::make_dir:
-      return ::mkdir(s.target.c_str(), s.mode) == 0 || errno == EEXIST ? 0 : errno;
-    case step::op::make_file: {
-      int fd = ::open(s.target.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, s.mode);
-      if (fd < 0) return errno;
-      ::close(fd);
-      return 0;
-    }
-    case step::op::symlink:
-      return ::symlink(s.source.c_str(), s.target.c_str()) == 0 ? 0 : errno;
     case step::op::bind:
       return ::mount(s.source.c_str(), s.target.c_str(), nullptr, MS_BIND, nullptr) == 0 ? 0 : errno;
     case step::op::bind_read_only:
       if (::mount(s.source.c_str(), s.target.c_str(), nullptr, MS_BIND | MS_REC, nullptr) != 0) return errno;
-      return ::mount(nullptr, s.target.c_str(), nullptr,
-                     MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+      return ::mount(nullptr, s.target.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
                      nullptr) == 0
                  ? 0
                  : errno;
@@ -242,14 +162,6 @@ int run_step(const step& s) {
                      s.data.empty() ? nullptr : s.data.c_str()) == 0
                  ? 0
                  : errno;
-    case step::op::write_file: {
-      int fd = ::open(s.target.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, s.mode);
-      if (fd < 0) return errno;
-      ssize_t n = ::write(fd, s.data.data(), s.data.size());
-      int e = n == ssize_t(s.data.size()) ? 0 : (n < 0 ? errno : EIO);
-      ::close(fd);
-      return e;
-    }
   }
   return EINVAL;
 }
@@ -313,7 +225,8 @@ void child_main(const prepared& p) {
   if (::chdir(p.root.c_str()) != 0 || ::syscall(SYS_pivot_root, ".", ".") != 0 ||
       ::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0)
     child_fail(p, phase_pivot, errno);
-  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr) != 0)
+  // Not nodev: the base's /dev nodes live on it. Nothing can make a new one.
+  if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, nullptr) != 0)
     child_fail(p, phase_root_read_only, errno);
   if (::sethostname("sandbox", 7) != 0) child_fail(p, phase_hostname, errno);
   if (!p.host_network && !loopback_up()) child_fail(p, phase_loopback, errno);
@@ -381,21 +294,62 @@ std::string errno_text(int e) { return std::strerror(e); }
 
 }  // namespace
 
-sandbox_host::sandbox_host(sandbox_host_options opts) : opts_(std::move(opts)) {
+namespace {
+
+void write_text(const std::filesystem::path& path, std::string_view text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  if (!out) throw std::runtime_error("sandbox: cannot write " + path.string());
+}
+
+}  // namespace
+
+sandbox_host::sandbox_host(sandbox_host_options opts) : opts_(std::move(opts)), base_(opts_.staging / "base") {
+  namespace fs = std::filesystem;
   std::error_code ec;
-  std::filesystem::create_directories(opts_.staging, ec);
-  if (ec) throw std::runtime_error("sandbox: cannot make " + opts_.staging.string() + ": " + ec.message());
-  // The host's top-level /bin, /sbin, /lib*: links (merged /usr) are copied, directories bound.
-  for (const char* name : {"bin", "sbin", "lib", "lib32", "lib64", "libx32"}) {
-    std::filesystem::path p = std::filesystem::path("/") / name;
-    if (std::filesystem::is_symlink(p, ec)) links_.push_back({name, std::filesystem::read_symlink(p, ec).string()});
-    else if (std::filesystem::is_directory(p, ec)) dirs_.push_back(name);
-  }
-  // What dynamic linking, time zones and TLS need; nothing with secrets.
-  for (const char* f : {"ld.so.cache", "localtime", "nsswitch.conf", "ssl/openssl.cnf", "ssl/certs", "alternatives"})
-    if (std::filesystem::exists(std::filesystem::path("/etc") / f, ec)) etc_.push_back(f);
   std::ifstream cap("/proc/sys/kernel/cap_last_cap");
   if (!(cap >> last_cap_)) last_cap_ = 40;
+  // The host's top-level /bin, /sbin, /lib*: links (merged /usr) are copied, directories bound.
+  const char* const top[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
+  for (const char* name : top)
+    if (!fs::is_symlink(fs::path("/") / name, ec) && fs::is_directory(fs::path("/") / name, ec)) dirs_.push_back(name);
+  if (!opts_.make_base) return;
+
+  fs::remove_all(base_, ec);  // a previous run's: only plain files, the mounts were in sandboxes
+  for (const char* d : {"usr", "etc/ssl/certs", "var/task", "tmp", "proc", "dev"}) fs::create_directories(base_ / d, ec);
+  if (ec) throw std::runtime_error("sandbox: cannot make " + base_.string() + ": " + ec.message());
+  for (const char* name : top) {
+    fs::path p = fs::path("/") / name;
+    if (fs::is_symlink(p, ec)) fs::create_directory_symlink(fs::read_symlink(p, ec), base_ / name, ec);
+  }
+  for (const auto& d : dirs_) fs::create_directories(base_ / d, ec);
+  // /etc: what dynamic linking, time zones and TLS settings need, copied; nothing with
+  // secrets. resolv.conf and the CA certificates are bound for host networking only.
+  for (const char* f : {"ld.so.cache", "localtime", "nsswitch.conf", "ssl/openssl.cnf"})
+    if (fs::exists(fs::path("/etc") / f, ec)) fs::copy_file(fs::path("/etc") / f, base_ / "etc" / f, ec);
+  if (fs::is_directory("/etc/alternatives", ec))
+    fs::copy("/etc/alternatives", base_ / "etc/alternatives", fs::copy_options::copy_symlinks, ec);
+  write_text(base_ / "etc/resolv.conf", "");
+  write_text(base_ / "etc/passwd", "sandbox:x:1000:1000:sandbox:/tmp:/usr/sbin/nologin\n");
+  write_text(base_ / "etc/group", "sandbox:x:1000:\n");
+  write_text(base_ / "etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
+  write_text(base_ / "etc/hostname", "sandbox\n");
+  // A minimal /dev: the nodes themselves (the node is root), so no sandbox binds them.
+  for (auto [name, minor] : {std::pair{"null", 3}, {"zero", 5}, {"full", 7}, {"random", 8}, {"urandom", 9}})
+    if (::mknod((base_ / "dev" / name).c_str(), S_IFCHR | 0666, makedev(1, minor)) != 0 ||
+        ::chmod((base_ / "dev" / name).c_str(), 0666) != 0)
+      throw std::runtime_error(std::string("sandbox: cannot make /dev/") + name + ": " + std::strerror(errno));
+  for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+                              {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}})
+    fs::create_symlink(target, base_ / "dev" / name, ec);
+  for (const auto& f : opts_.files) {
+    fs::path inside = base_ / fs::path(f.inside).relative_path();
+    fs::create_directories(inside.parent_path(), ec);
+    if (!fs::copy_file(f.host, inside, fs::copy_options::overwrite_existing, ec))
+      throw std::runtime_error("sandbox: cannot copy " + f.host.string() + ": " + ec.message());
+  }
+  for (auto& entry : fs::recursive_directory_iterator(base_, ec))
+    if (entry.is_directory() && !entry.is_symlink()) fs::permissions(entry.path(), fs::perms(0755), ec);
 }
 
 sandbox_result clone_sandbox(const sandbox_host& host, const sandbox_plan& plan,

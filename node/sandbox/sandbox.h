@@ -2,8 +2,9 @@
 // sandbox: starts one process inside a fresh sandbox (DESIGN §5). clone3 makes the
 // process with new pid, mount, ipc, uts (and, under network policy none, net) namespaces
 // straight into its cgroup v2 directory (CLONE_INTO_CGROUP); with the node's credentials
-// it builds a tmpfs root (read-only /usr and the host's /bin, /lib* links, the code
-// read-only at /var/task, a capped /tmp, a minimal /dev, a new /proc) and pivots into it.
+// it builds its root from the node's read-only base (the host's /bin, /lib* links, a
+// minimal /etc and /dev), /usr read-only, the code read-only at /var/task, a capped tmpfs
+// /tmp and a new /proc, and pivots into it.
 // Then it enters its own user namespace, which owns none of the others, while the caller
 // maps its uid and attaches its v1 cgroups; it runs as uid 1000 (nobody outside) with
 // every capability dropped, no_new_privs and the seccomp filter. Its pid 1 is a minimal
@@ -27,41 +28,40 @@
 
 namespace fnmesh::node {
 
+struct read_only_file {
+  std::filesystem::path host;
+  std::string inside;              // absolute path in the sandbox
+};
+
 struct sandbox_host_options {
-  std::filesystem::path staging;   // an empty directory of the node's: each sandbox's root is built on it
+  std::filesystem::path staging;   // a directory of the node's: the common base root is made in it
+  std::vector<read_only_file> files;  // copied into the base (the runtimes' shims)
+  bool make_base = true;           // false: use the base another sandbox_host made (the zygote)
   uid_t outside_uid = 65534;       // what the sandbox's uid 1000 is on the host (nobody)
   gid_t outside_gid = 65534;
 };
 
 class sandbox_host {
  public:
-  // Reads the host's layout; throws with one clear line when the staging directory
-  // cannot be made.
+  // Makes the base root every sandbox binds read-only as its / (<staging>/base: mount
+  // points, the host's /bin and /lib* links, a few /etc files, /dev nodes, the runtime
+  // files); throws with one clear line when it cannot.
   explicit sandbox_host(sandbox_host_options opts);
 
-  struct link { std::string name, target; };   // "bin" -> "usr/bin"
   const sandbox_host_options& options() const noexcept { return opts_; }
-  const std::vector<link>& root_links() const noexcept { return links_; }
-  const std::vector<std::string>& root_dirs() const noexcept { return dirs_; }  // bound read-only
-  const std::vector<std::string>& etc_files() const noexcept { return etc_; }   // bound read-only
+  const std::filesystem::path& base() const noexcept { return base_; }
+  const std::vector<std::string>& root_dirs() const noexcept { return dirs_; }  // real dirs, bound read-only
   int last_capability() const noexcept { return last_cap_; }
 
  private:
   sandbox_host_options opts_;
-  std::vector<link> links_;
+  std::filesystem::path base_;
   std::vector<std::string> dirs_;
-  std::vector<std::string> etc_;
   int last_cap_ = 40;
-};
-
-struct read_only_bind {
-  std::filesystem::path host;
-  std::string inside;              // absolute path in the sandbox
 };
 
 struct sandbox_plan {
   std::filesystem::path code_dir;  // read-only at /var/task, the working directory
-  std::vector<read_only_bind> binds;
   int64_t tmp_bytes = int64_t(512) << 20;
   bool host_network = false;       // false: a private loopback only
   int cgroup_v2_dir = -1;          // CLONE_INTO_CGROUP target; -1: the caller's cgroup

@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fnmesh-python-zygote: seccomp filter: %s\n", filter.error().message().c_str());
     return 1;
   }
-  const sandbox_host host({.staging = staging});
+  const sandbox_host host({.staging = staging, .make_base = false});
 
   PyConfig config;
   PyConfig_InitPythonConfig(&config);
