@@ -457,6 +457,7 @@ struct executor::impl {
       starts_.run([this, id = w.id, req = std::move(req)] {
         auto started = std::make_shared<std::expected<launched_sandbox, std::string>>(launcher_.launch(req));
         post([this, id, started] { on_started(id, std::move(*started)); });
+        launcher_.make_spare_networks();
       });
     });
     return w;

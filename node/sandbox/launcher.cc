@@ -105,6 +105,28 @@ launcher::launcher(launcher_options opts)
     std::lock_guard lock(zygote_mutex_);
     if (auto ok = start_zygote(); !ok) throw std::runtime_error(ok.error());
   }
+  make_spare_networks();
+}
+
+void launcher::make_spare_networks() {
+  for (;;) {
+    {
+      std::lock_guard lock(networks_mutex_);
+      if (networks_.size() >= opts_.spare_networks) return;
+    }
+    auto made = make_network_namespace();
+    if (!made) return;  // each sandbox makes its own then
+    std::lock_guard lock(networks_mutex_);
+    networks_.push_back(std::move(*made));
+  }
+}
+
+unique_fd launcher::take_network() {
+  std::lock_guard lock(networks_mutex_);
+  if (networks_.empty()) return {};
+  unique_fd fd = std::move(networks_.back());
+  networks_.pop_back();
+  return fd;
 }
 
 launcher::~launcher() {
@@ -156,9 +178,11 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   const int stdio[4] = {warm ? dev_null_.get() : child_in.get(), child_out.get(), child_err.get(),
                         warm ? child_sock.get() : dev_null_.get()};
   const auto env = environment_of(spec, req.env);
+  const bool host_network = spec.network() == p::NetworkPolicy::host;
+  const unique_fd network = host_network ? unique_fd() : take_network();
 
   if (spec.runtime() == p::Runtime::python3) {
-    auto pid = fork_python(req, s.cgroup, stdio, env);
+    auto pid = fork_python(req, s.cgroup, stdio, network.get(), env);
     if (!pid) return std::unexpected(pid.error());
     s.pid = *pid;
     s.pidfd.reset(int(::syscall(SYS_pidfd_open, s.pid, 0)));
@@ -174,7 +198,8 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   sandbox_plan plan;
   plan.code_dir = req.code_dir;
   plan.tmp_bytes = int64_t(spec.tmp_mb()) * megabyte;
-  plan.host_network = spec.network() == p::NetworkPolicy::host;
+  plan.host_network = host_network;
+  plan.network_namespace = network.get();
   plan.cgroup_v2_dir = s.cgroup.v2_fd();
   plan.cgroup_v1_dirs = s.cgroup.v1_dirs();
   std::copy(std::begin(stdio), std::end(stdio), plan.stdio);
@@ -199,7 +224,8 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
 }
 
 std::expected<pid_t, std::string> launcher::fork_python(const launch_request& req, const sandbox_cgroup& cgroup,
-                                                        const int (&stdio)[4], const std::vector<std::string>& env) {
+                                                        const int (&stdio)[4], int network,
+                                                        const std::vector<std::string>& env) {
   const auto& spec = req.function->spec();
   flatbuffers::FlatBufferBuilder b(1024);
   std::vector<flatbuffers::Offset<flatbuffers::String>> v1, vars;
@@ -215,18 +241,21 @@ std::expected<pid_t, std::string> launcher::fork_python(const launch_request& re
     if (!zygote_) {
       if (auto ok = start_zygote(); !ok) return std::unexpected(ok.error());
     }
+    // fds 0..3 of the sandbox, then the network namespace to join if there is one.
+    const int fds[5] = {stdio[0], stdio[1], stdio[2], stdio[3], network};
+    const size_t nfds = network >= 0 ? 5 : 4;
     iovec iov{b.GetBufferPointer(), b.GetSize()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)] = {};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 5)] = {};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control;
-    msg.msg_controllen = sizeof control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
     cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * 4);
-    std::memcpy(CMSG_DATA(c), stdio, sizeof(int) * 4);
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
     if (::sendmsg(zygote_.get(), &msg, MSG_NOSIGNAL) < 0) {
       last_error = errno_text("the python zygote went away");
       stop_zygote();

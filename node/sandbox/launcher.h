@@ -24,6 +24,7 @@
 namespace fnmesh::node {
 
 struct launcher_options {
+  size_t spare_networks = 4;                 // network namespaces made ahead (0: each sandbox makes its own)
   std::string node_id;                       // names the node's cgroup directories
   std::filesystem::path staging;             // an empty directory: sandbox roots are built on it
   std::filesystem::path python_zygote;       // fnmesh-python-zygote
@@ -60,10 +61,15 @@ class launcher {
   static cgroup_limits limits_of(const proto::FunctionSpec& spec);
 
   std::expected<launched_sandbox, std::string> launch(const launch_request& req);
+  // Makes network namespaces until `spare_networks` are ready; call it off the critical
+  // path (after a launch), as the executor's arena does.
+  void make_spare_networks();
 
  private:
   std::expected<pid_t, std::string> fork_python(const launch_request& req, const sandbox_cgroup& cgroup,
-                                                const int (&stdio)[4], const std::vector<std::string>& env);
+                                                const int (&stdio)[4], int network,
+                                                const std::vector<std::string>& env);
+  unique_fd take_network();
   std::expected<void, std::string> start_zygote();  // zygote_mutex_ held
   void stop_zygote();                                // zygote_mutex_ held
 
@@ -72,6 +78,8 @@ class launcher {
   sandbox_host host_;
   seccomp_filter seccomp_;
   unique_fd dev_null_;
+  std::mutex networks_mutex_;
+  std::vector<unique_fd> networks_;          // fresh network namespaces, loopback up
   std::mutex zygote_mutex_;
   unique_fd zygote_;                         // SOCK_SEQPACKET to the zygote
   pid_t zygote_pid_ = 0;

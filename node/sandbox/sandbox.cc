@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <stdexcept>
@@ -66,6 +67,7 @@ enum phase : int32_t {
   phase_init = -13,
   phase_user_ns = -14,
   phase_map_request = -15,  // not a failure: the child asks for its uid map
+  phase_network = -16,
 };
 
 const char* phase_name(int32_t p) {
@@ -84,6 +86,7 @@ const char* phase_name(int32_t p) {
     case phase_exec: return "exec";
     case phase_init: return "start the runtime under the sandbox's init";
     case phase_user_ns: return "new user namespace";
+    case phase_network: return "join its network namespace";
   }
   return "set up";
 }
@@ -105,6 +108,7 @@ struct prepared {
   int status_fd = -1;   // the child reports a failure here; EOF = it is running
   int last_cap = 40;
   bool host_network = false;
+  int network_namespace = -1;
   const sock_fprog* seccomp = nullptr;
 };
 
@@ -136,6 +140,7 @@ void prepare(const sandbox_host& host, const sandbox_plan& plan, prepared& p) {
   for (int i = 0; i < 4; ++i) p.stdio[i] = plan.stdio[i];
   p.last_cap = host.last_capability();
   p.host_network = plan.host_network;
+  if (!plan.host_network) p.network_namespace = plan.network_namespace;
   p.seccomp = plan.seccomp;
 }
 
@@ -219,6 +224,8 @@ void reset_signals() {
 void child_main(const prepared& p) {
   // The root is built with the node's own credentials, so every path the node can reach
   // is reachable here, in namespaces the host's user namespace owns.
+  if (p.network_namespace >= 0 && ::setns(p.network_namespace, CLONE_NEWNET) != 0)
+    child_fail(p, phase_network, errno);
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) child_fail(p, phase_private, errno);
   for (size_t i = 0; i < p.steps.size(); ++i)
     if (int e = run_step(p.steps[i])) child_fail(p, int32_t(i), e);
@@ -229,7 +236,7 @@ void child_main(const prepared& p) {
   if (::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID, nullptr) != 0)
     child_fail(p, phase_root_read_only, errno);
   if (::sethostname("sandbox", 7) != 0) child_fail(p, phase_hostname, errno);
-  if (!p.host_network && !loopback_up()) child_fail(p, phase_loopback, errno);
+  if (!p.host_network && p.network_namespace < 0 && !loopback_up()) child_fail(p, phase_loopback, errno);
 
   // Then the sandbox's own user namespace, which owns none of the namespaces above: even
   // a capability regained in it would grant nothing over them. The parent maps its uid
@@ -371,7 +378,7 @@ sandbox_result clone_sandbox(const sandbox_host& host, const sandbox_plan& plan,
   int pidfd = -1;
   clone_args args{};
   args.flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_PIDFD | clone_flags_extra;
-  if (!plan.host_network) args.flags |= CLONE_NEWNET;
+  if (!plan.host_network && plan.network_namespace < 0) args.flags |= CLONE_NEWNET;
   if (plan.cgroup_v2_dir >= 0) {
     args.flags |= CLONE_INTO_CGROUP;
     args.cgroup = uint64_t(plan.cgroup_v2_dir);
@@ -436,6 +443,17 @@ sandbox_result clone_sandbox(const sandbox_host& host, const sandbox_plan& plan,
   if (report.phase == phase_exec) what += " " + p.program;
   if (own_child) ::waitpid(started.pid, nullptr, 0);
   return std::unexpected(what + ": " + errno_text(report.error));
+}
+
+result<unique_fd> make_network_namespace() {
+  unique_fd own(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!own) return fail_errno(errno);
+  if (::unshare(CLONE_NEWNET) != 0) return fail_errno(errno);
+  unique_fd made(::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  int e = made ? (loopback_up() ? 0 : errno) : errno;
+  if (::setns(own.get(), CLONE_NEWNET) != 0) std::abort();  // this thread must not stay there
+  if (e) return fail_errno(e);
+  return made;
 }
 
 sandbox_result start_sandbox(const sandbox_host& host, const sandbox_plan& plan) {

@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "common/result.h"
 #include "common/unique_fd.h"
 
 namespace fnmesh::node {
@@ -64,6 +65,7 @@ struct sandbox_plan {
   std::filesystem::path code_dir;  // read-only at /var/task, the working directory
   int64_t tmp_bytes = int64_t(512) << 20;
   bool host_network = false;       // false: a private loopback only
+  int network_namespace = -1;      // one made in advance (make_network_namespace) to join; -1: a new one
   int cgroup_v2_dir = -1;          // CLONE_INTO_CGROUP target; -1: the caller's cgroup
   std::vector<std::string> cgroup_v1_dirs;  // each one's cgroup.procs gets the pid before it runs
   int stdio[4] = {-1, -1, -1, -1}; // become the sandbox's fds 0..3
@@ -77,6 +79,11 @@ struct started_sandbox {
   pid_t pid = 0;
   unique_fd pidfd;
 };
+
+// A fresh network namespace with its loopback up, for a sandbox to join later: making
+// one costs about as much as the rest of a sandbox, so the launcher keeps a few ready.
+// Made in the calling thread's namespace, which it returns to.
+result<unique_fd> make_network_namespace();
 
 // What went wrong, naming the step ("bind /usr at /usr: Permission denied").
 using sandbox_result = std::expected<started_sandbox, std::string>;

@@ -3,7 +3,7 @@
 // costs a fork and the sandbox's set-up instead of an interpreter start (DESIGN §5).
 //
 // Started by the node's launcher with a SOCK_SEQPACKET socket at fd 3. Each request is a
-// ZygoteRequest with the sandbox's fds 0..3 as SCM_RIGHTS; the zygote forks with clone3
+// ZygoteRequest with the sandbox's fds 0..3 (and a network namespace) as SCM_RIGHTS; the zygote forks with clone3
 // (CLONE_PARENT: the sandbox is the node's child, which reaps it), answers a ZygoteReply
 // with the pid or the error, and the child runs shim.serve_in_sandbox(handler, env). One
 // thread; exits when the node closes the socket.
@@ -33,14 +33,14 @@ constexpr int control_fd = 3;
 
 struct received {
   std::vector<uint8_t> message;
-  unique_fd fds[4];
+  unique_fd fds[5];  // the sandbox's 0..3, then the network namespace to join (optional)
 };
 
 // The next request, or false when the node is gone.
 bool receive(received& r) {
   r.message.resize(64 * 1024);
   iovec iov{r.message.data(), r.message.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)] = {};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 5)] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -58,7 +58,7 @@ bool receive(received& r) {
     for (size_t i = 0; i < count; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      if (i < 4) r.fds[i].reset(fd);
+      if (i < 5) r.fds[i].reset(fd);
       else ::close(fd);
     }
   }
@@ -148,6 +148,7 @@ int main(int argc, char** argv) {
     plan.code_dir = std::string(p::view(req->code_dir()));
     plan.tmp_bytes = req->tmp_bytes();
     plan.host_network = req->host_network();
+    plan.network_namespace = r.fds[4].get();
     unique_fd cgroup(::open(std::string(p::view(req->cgroup_v2_dir())).c_str(), O_DIRECTORY | O_CLOEXEC));
     plan.cgroup_v2_dir = cgroup.get();
     if (req->cgroup_v1_dirs())
