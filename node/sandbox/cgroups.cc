@@ -237,6 +237,9 @@ sandbox_cgroup& sandbox_cgroup::operator=(sandbox_cgroup&& o) noexcept {
     v2_ = std::move(o.v2_);
     oom_ = std::move(o.oom_);
     peak_ = std::move(o.peak_);
+    cpu_limit_ = std::move(o.cpu_limit_);
+    cpu_limit_dir_ = std::move(o.cpu_limit_dir_);
+    cpu_limit_v2_ = o.cpu_limit_v2_;
     cpu_user_ = std::move(o.cpu_user_);
     cpu_sys_ = std::move(o.cpu_sys_);
     cpu_usec_ = o.cpu_usec_;
@@ -262,6 +265,14 @@ result<void> sandbox_cgroup::attach(pid_t pid) {
 bool sandbox_cgroup::oom_killed() const { return read_key(oom_.get(), "oom_kill") > 0; }
 
 int64_t sandbox_cgroup::peak_memory_bytes() const { return read_number(peak_.get()); }
+
+result<void> sandbox_cgroup::set_cpus(double cpus) {
+  if (!cpu_limit_) return {};
+  const auto quota = std::to_string(cpu_quota_us(cpus));
+  if (cpu_limit_v2_)
+    return write_limit(cpu_limit_.get(), cpu_limit_dir_, "cpu.max", quota + " " + std::to_string(cpu_period_us));
+  return write_limit(cpu_limit_.get(), cpu_limit_dir_, "cpu.cfs_quota_us", quota);
+}
 
 cpu_time sandbox_cgroup::cpu() const {
   if (cpu_usec_)
@@ -298,6 +309,7 @@ result<void> sandbox_cgroup::remove() {
   v2_.reset();
   oom_.reset();
   peak_.reset();
+  cpu_limit_.reset();
   cpu_user_.reset();
   cpu_sys_.reset();
   return {};
@@ -505,6 +517,11 @@ result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_l
     if (v2_.cpu && limits.cpus > 0)
       if (auto r = write_limit(fd, dir, "cpu.max", quota + " " + std::to_string(cpu_period_us)); !r)
         return fail(r.error());
+    if (v2_.cpu) {
+      s.cpu_limit_.reset(::dup(fd));
+      s.cpu_limit_dir_ = dir;
+      s.cpu_limit_v2_ = true;
+    }
     if (v2_.pids && limits.pids_max > 0)
       if (auto r = write_limit(fd, dir, "pids.max", pids); !r) return fail(r.error());
     if (v2_.memory) {
@@ -533,6 +550,10 @@ result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_l
       if (auto r = write_limit(fd, dir, "cpu.cfs_period_us", std::to_string(cpu_period_us)); !r)
         return fail(r.error());
       if (auto r = write_limit(fd, dir, "cpu.cfs_quota_us", quota); !r) return fail(r.error());
+    }
+    if (h.cpu) {
+      s.cpu_limit_.reset(::dup(fd));
+      s.cpu_limit_dir_ = dir;
     }
     if (h.pids && limits.pids_max > 0)
       if (auto r = write_limit(fd, dir, "pids.max", pids); !r) return fail(r.error());

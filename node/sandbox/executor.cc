@@ -1,14 +1,9 @@
 #include "node/sandbox/executor.h"
 
-#include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,7 +11,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <future>
 #include <mutex>
@@ -44,6 +38,8 @@ constexpr size_t read_chunk = 64 * 1024;
 constexpr int64_t eof_grace_ns = 1'000'000'000;
 // A sandbox cgroup still busy after its process was reaped is removed on the next try.
 constexpr int64_t cgroup_retry_ns = 50'000'000;
+// A new sandbox runs with launcher::start_cpus until its first invocation ends, or this long.
+constexpr int64_t start_boost_ns = 2'000'000'000;
 
 enum class fd_role : uint64_t { sock = 0, out = 1, err = 2, pidfd = 3, in = 4, wake = 7 };
 
@@ -113,6 +109,7 @@ struct executor::impl {
     bool dying = false;              // killed or exiting; never handed work again
     int64_t kill_at_mono = 0;        // 0 = not scheduled
     int64_t idle_since_mono = 0;
+    int64_t boost_until_mono = 0;    // 0 = the function's own CPU share is in force
     cpu_time cpu;                    // the cgroup's CPU time at the end of the last invocation
     int64_t reply_ewma_ns = 0;       // warm round trips, smoothed
     std::vector<uint8_t> rbuf;
@@ -303,6 +300,7 @@ struct executor::impl {
     for (auto& [id, w] : workers_) {
       if (w->current) consider(w->current->deadline_mono);
       consider(w->kill_at_mono);
+      consider(w->boost_until_mono);
       if (!w->current && !w->dying && w->idle_since_mono) consider(w->idle_since_mono + keep_warm_ns());
     }
     return next;
@@ -312,6 +310,7 @@ struct executor::impl {
     const int64_t now = mono_now_ns();
     std::vector<worker*> expired;
     for (auto& [id, w] : workers_) {
+      if (w->boost_until_mono && w->boost_until_mono <= now) end_boost(*w);
       if (w->current && w->current->deadline_mono <= now) {
         expired.push_back(w.get());
       } else if (w->kill_at_mono && w->kill_at_mono <= now) {
@@ -491,6 +490,7 @@ struct executor::impl {
     w.in = std::move(started->in);
     w.cgroup = std::move(started->cgroup);
     w.sock_open = bool(w.sock);
+    w.boost_until_mono = mono_now_ns() + start_boost_ns;
     if (w.sock) watch(w, w.sock, fd_role::sock, EPOLLIN);
     if (w.in) watch(w, w.in, fd_role::in, EPOLLOUT);
     watch(w, w.out, fd_role::out, EPOLLIN);
@@ -875,8 +875,16 @@ struct executor::impl {
     check_drained();
   }
 
+  // The function's own CPU share from now on: its start-up is over.
+  void end_boost(worker& w) {
+    w.boost_until_mono = 0;
+    if (auto ok = w.cgroup.set_cpus(launcher::limits_of(w.spec->spec()).cpus); !ok)
+      log_->warn("{}: sandbox {}: cannot set its CPU share: {}", w.function, w.name, ok.error().message());
+  }
+
   // Completes the sandbox's current job; an ok warm sandbox goes back to the pool.
   void finish(worker& w, proto::Status status, std::string error) {
+    if (w.boost_until_mono) end_boost(w);
     job j = std::move(*w.current);
     w.current.reset();
     --busy_;

@@ -146,7 +146,9 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   const auto& spec = req.function->spec();
   const bool warm = spec.runtime() != p::Runtime::exec;
   launched_sandbox s;
-  auto cg = cgroups_->create(req.name, limits_of(spec));
+  auto limits = limits_of(spec);
+  limits.cpus = std::max(limits.cpus, start_cpus);
+  auto cg = cgroups_->create(req.name, limits);
   if (!cg) return std::unexpected("cannot make the sandbox's cgroup: " + cg.error().message());
   s.cgroup = std::move(*cg);
 

@@ -57,8 +57,11 @@ class launcher {
 
   // What the cgroup tree found, for the start-up log.
   std::string describe() const;
-  // Limits the function's sandboxes get.
+  // Limits the function's sandboxes run under. A sandbox starts with at least
+  // `start_cpus` (its runtime's start-up, as Lambda's init) until the executor lowers
+  // its quota to these with sandbox_cgroup::set_cpus.
   static cgroup_limits limits_of(const proto::FunctionSpec& spec);
+  static constexpr double start_cpus = 1.0;
 
   std::expected<launched_sandbox, std::string> launch(const launch_request& req);
   // Makes network namespaces until `spare_networks` are ready; call it off the critical

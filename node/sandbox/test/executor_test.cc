@@ -417,5 +417,39 @@ TEST_F(executor_test, a_cold_start_stops_the_longest_idle_sandbox_to_stay_in_the
   EXPECT_TRUE(run_one("first").cold_start);
 }
 
+// The CPU quota (v1 cpu.cfs_quota_us or v2 cpu.max) of each sandbox of this test process's
+// executors: directories below fnmesh-executor-test-<pid>-*.
+std::vector<std::string> sandbox_cpu_quotas() {
+  const std::string prefix = "fnmesh-executor-test-" + std::to_string(::getpid()) + "-";
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator("/sys/fs/cgroup", ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_directory() || !it->path().parent_path().filename().string().starts_with(prefix)) continue;
+    for (const char* file : {"cpu.cfs_quota_us", "cpu.max"}) {
+      std::ifstream in(it->path() / file);
+      std::string quota;  // v2: "quota period"
+      if (in >> quota) out.push_back(quota);
+    }
+  }
+  return out;
+}
+
+TEST_F(executor_test, a_sandbox_starts_with_a_whole_cpu_then_runs_on_its_share) {
+  auto fn = make_spec("sleepy", proto::Runtime::python3, "functions.sleepy");  // 128 MB: 0.072 CPU
+  auto p = std::make_shared<std::promise<outcome>>();
+  auto f = p->get_future();
+  exec_.run(work{.function = fn,
+                 .code_dir = examples_ / "testing",
+                 .invocation = make_invocation("sleepy", R"({"ms": 800})"),
+                 .timeout = std::chrono::seconds(10),
+                 .done = [p](outcome&& o) { p->set_value(std::move(o)); }});
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(sandbox_cpu_quotas(), std::vector<std::string>{"100000"});  // its start-up: one CPU
+  auto o = f.get();
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  EXPECT_EQ(sandbox_cpu_quotas(), std::vector<std::string>{"7236"});    // then 128 / 1769 of one
+}
+
 }  // namespace
 }  // namespace fnmesh::node
