@@ -9,40 +9,24 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
-#include <thread>
 
+#include "tests/support/cli_run.h"
+#include "tests/support/eventually.h"
 #include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
+using fnmesh::test::cli_run;
+using fnmesh::test::describe;
+using fnmesh::test::eventually;
+using fnmesh::test::slurp;
 
 namespace {
 
 fs::path bin_dir() { return std::getenv("FNMESH_BIN_DIR"); }
 fs::path source_dir() { return std::getenv("FNMESH_SOURCE_DIR"); }
 fs::path build_dir() { return std::getenv("FNMESH_BUILD_DIR"); }
-
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-struct cli_run {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-  std::chrono::milliseconds took{};
-};
 
 bool process_alive(pid_t pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
@@ -88,33 +72,8 @@ class cli : public ::testing::Test {
   // Runs build/bin/fnmesh with `args`, stdout and stderr apart; killed after `limit_s`.
   static cli_run run(const std::vector<std::string>& args, int limit_s = 60) {
     static int n = 0;
-    const fs::path out = home_->path() / ("cli-" + std::to_string(++n) + ".out");
-    const fs::path err = home_->path() / ("cli-" + std::to_string(n) + ".err");
-    std::string cmd = "timeout -s KILL " + std::to_string(limit_s) + " " + quote((bin_dir() / "fnmesh").string());
-    for (const auto& a : args) cmd += " " + quote(a);
-    cmd += " >" + quote(out.string()) + " 2>" + quote(err.string()) + " </dev/null";
-    const auto started = std::chrono::steady_clock::now();
-    const int status = std::system(cmd.c_str());
-    cli_run r;
-    r.took = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-  }
-
-  static std::string describe(const cli_run& r) {
-    return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-  }
-
-  template <class F>
-  static bool eventually(F f, std::chrono::milliseconds limit) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (f()) return true;
-      std::this_thread::sleep_for(200ms);
-    }
-    return f();
+    return fnmesh::test::run_shell(fnmesh::test::command_line(bin_dir() / "fnmesh", args),
+                                   home_->path() / ("cli-" + std::to_string(++n)), std::chrono::seconds(limit_s));
   }
 
   void SetUp() override { ASSERT_EQ(up_->exit_code, 0) << "fnmesh up failed\n" << describe(*up_); }

@@ -3,19 +3,17 @@
 // `fnmesh logs` binary, against a real nats-server on an ephemeral port.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
 
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <thread>
 
 #include "broker/client/log_publisher.h"
 #include "broker/client/subjects.h"
 #include "broker/client/topology.h"
 #include "tests/support/child_process.h"
+#include "tests/support/cli_run.h"
 #include "tests/support/function_spec.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
@@ -31,31 +29,11 @@ constexpr int64_t t0_ns = 1714566896789000000;  // 2024-05-01T12:34:56.789Z
 
 fs::path fnmesh_bin() { return fs::path(std::getenv("FNMESH_BIN_DIR")) / "fnmesh"; }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-struct cli_run {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using test::cli_run;
+using test::describe;
+using test::lines_of;
+using test::quote;
+using test::slurp;
 
 class logs : public ::testing::Test {
  protected:
@@ -99,22 +77,12 @@ class logs : public ::testing::Test {
 
   // The command line of `fnmesh <args>` against this test's server, with a home of its own.
   std::string command(const std::vector<std::string>& args) {
-    std::string cmd = quote(fnmesh_bin().string());
-    for (const auto& a : args) cmd += " " + quote(a);
-    return cmd + " --nats " + quote(server_->url()) + " --home " + quote((dir_ / "home").string());
+    return test::command_line(fnmesh_bin(), args) + " --nats " + quote(server_->url()) + " --home " +
+           quote((dir_ / "home").string());
   }
 
   cli_run run(const std::vector<std::string>& args) {
-    const fs::path out = dir_ / ("run-" + std::to_string(++runs_) + ".out");
-    const fs::path err = dir_ / ("run-" + std::to_string(runs_) + ".err");
-    const std::string cmd = "timeout -s KILL 30 " + command(args) + " >" + quote(out.string()) +
-                            " 2>" + quote(err.string()) + " </dev/null";
-    const int status = std::system(cmd.c_str());
-    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), slurp(out), slurp(err)};
-  }
-
-  static std::string describe(const cli_run& r) {
-    return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
+    return test::run_shell(command(args), dir_ / ("run-" + std::to_string(++runs_)), 30s);
   }
 
   test::temp_dir dir_{"fnmesh-logs"};

@@ -9,32 +9,21 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
-#include <thread>
 
-#include "broker/client/collector_client.h"
-#include "broker/client/connection.h"
-#include "broker/client/invoker.h"
-#include "broker/client/reply_router.h"
-#include "broker/client/topology.h"
-#include "tests/support/child_process.h"
-#include "tests/support/nats_server.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/eventually.h"
+#include "tests/support/mesh.h"
 
 namespace fs = std::filesystem;
 namespace p = fnmesh::proto;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
-using fnmesh::test::child_process;
+using namespace fnmesh::test;  // the mesh fixture and its helpers
 
 namespace {
-
-fs::path bin(const std::string& name) { return fs::path(std::getenv("FNMESH_BIN_DIR")) / name; }
-fs::path source_dir() { return std::getenv("FNMESH_SOURCE_DIR"); }
 
 bool require_privileged() {
   const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
@@ -43,26 +32,6 @@ bool require_privileged() {
 
 std::string text(std::span<const uint8_t> b) { return std::string(b.begin(), b.end()); }
 
-std::string quote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
 // A `fnmesh logs` line without its leading timestamp: "<invocation id> <stream> <text>".
 std::string without_time(const std::string& line) { return line.substr(line.find(' ') + 1); }
 
@@ -70,124 +39,19 @@ double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
 }
 
-struct cli_run {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string describe(const cli_run& r) {
-  return "exit " + std::to_string(r.exit_code) + "\n--- stdout\n" + r.out + "--- stderr\n" + r.err;
-}
-
-class sandbox_mesh : public ::testing::Test {
+// The mesh with nodes that run sandboxes (root only) and functions of 128 MB.
+class sandbox_mesh : public fnmesh::test::mesh {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) {
       if (require_privileged()) GTEST_FAIL() << "sandbox_mesh_test needs root (FNMESH_REQUIRE_PRIVILEGED=1)";
       GTEST_SKIP() << "sandbox_mesh_test needs root: fnmesh-node runs sandboxes";
     }
-    nats_.emplace();
-    collector_endpoint_ = "tcp://127.0.0.1:" + std::to_string(fnmesh::test::free_loopback_port());
-    auto conn = fnmesh::broker::connection::connect({.urls = nats_->url(), .name = "sandbox-mesh-test"});
-    ASSERT_TRUE(conn) << conn.error().message();
-    conn_ = std::move(*conn);
-    ASSERT_TRUE(fnmesh::broker::bootstrap(*conn_));
-    collector_.emplace(child_process::spawn(
-        {.program = bin("fnmesh-collector"),
-         .args = {"--listen", collector_endpoint_, "--db", (dir_ / "collector.db").string()},
-         .log = dir_ / "collector.log"}));
-    fnmesh::broker::collector_client probe(zmq_, collector_endpoint_);
-    bool answered = false;
-    for (int i = 0; i < 100 && !answered; ++i) answered = bool(probe.query_activation("0", 100ms));
-    ASSERT_TRUE(answered) << "collector did not answer:\n" << collector_->log_text();
-    auto router = fnmesh::broker::reply_router::bind(zmq_);
-    ASSERT_TRUE(router);
-    router_ = std::move(*router);
-    invoker_ = std::make_unique<fnmesh::broker::invoker>(*conn_, nullptr);
+    mesh::SetUp();
   }
 
-  child_process& start_node(const std::string& name, std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--nats", nats_->url(), "--collector", collector_endpoint_,
-                                     "--dir", (dir_ / name).string(), "--node-id", name};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto& node = nodes_.emplace(name, child_process::spawn({.program = bin("fnmesh-node"),
-                                                            .args = args,
-                                                            .log = dir_ / (name + ".log")}))
-                     .first->second;
-    EXPECT_TRUE(node.wait_for_log("ready", 20s)) << node.log_text();
-    return node;
-  }
-
-  // `fnmesh <args>` against this mesh, as a shell runs it: stdout and stderr apart.
-  std::string command(const std::vector<std::string>& args) {
-    std::string cmd = quote(bin("fnmesh").string());
-    for (const auto& a : args) cmd += " " + quote(a);
-    return cmd + " --nats " + quote(nats_->url()) + " --collector " + quote(collector_endpoint_) +
-           " --home " + quote((dir_ / "home").string());
-  }
-
-  // Started now, read with finish(): several can run at once.
-  child_process start_cli(const std::vector<std::string>& args, int run) {
-    const auto base = dir_ / ("cli-" + std::to_string(run));
-    return child_process::spawn(
-        {.program = "/bin/sh",
-         .args = {"-c", "exec " + command(args) + " 2>" + quote(base.string() + ".err") + " </dev/null"},
-         .log = base.string() + ".out"});
-  }
-
-  cli_run finish(child_process& proc, int run) {
-    const auto base = dir_ / ("cli-" + std::to_string(run));
-    const auto code = proc.wait(60s);
-    return {code.value_or(-1), slurp(base.string() + ".out"), slurp(base.string() + ".err")};
-  }
-
-  cli_run cli(const std::vector<std::string>& args) {
-    const int run = ++cli_runs_;
-    auto proc = start_cli(args, run);
-    return finish(proc, run);
-  }
-
-  void deploy(const fs::path& folder) {
-    auto r = cli({"deploy", folder.string()});
-    ASSERT_EQ(r.exit_code, 0) << describe(r);
-  }
-
-  // A python3 function written for this test.
-  fs::path write_function(const std::string& name, const std::string& manifest_extra,
-                          const std::string& body) {
-    const auto folder = dir_ / ("fn-" + name);
-    fs::create_directories(folder);
-    std::ofstream(folder / "fnmesh.yml") << "functions:\n  " << name
-                                         << ":\n    runtime: python3\n    handler: handler.handle\n"
-                                         << "    memory: 128\n" << manifest_extra;
-    std::ofstream(folder / "handler.py") << body;
-    return folder;
-  }
-
-  fnmesh::result<fnmesh::broker::published> invoke(const std::string& fn, const std::string& payload) {
-    fnmesh::broker::invocation_request req;
-    req.function = fn;
-    req.payload = std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
-    req.reply_endpoint = router_->endpoint();
-    req.correlation = ++correlation_;
-    return invoker_->invoke(req);
-  }
-
-  fnmesh::broker::result_message receive(const std::string& invocation_id, std::chrono::milliseconds timeout) {
-    auto got = router_->receive(timeout);
-    EXPECT_TRUE(got) << "no result for " << invocation_id;
-    if (!got) return fnmesh::broker::result_message({});
-    EXPECT_EQ(p::view(got->get().invocation_id()), invocation_id);
-    return std::move(*got);
-  }
-
-  fnmesh::broker::result_message call(const std::string& fn, const std::string& payload,
-                                      std::chrono::milliseconds timeout = 20s) {
-    auto published = invoke(fn, payload);
-    EXPECT_TRUE(published) << published.error().message();
-    if (!published) return fnmesh::broker::result_message({});
-    return receive(published->invocation_id, timeout);
+  fs::path write_function(const std::string& name, const std::string& manifest_extra, const std::string& body) {
+    return mesh::write_function(name, "    memory: 128\n" + manifest_extra, body);
   }
 
   // What `fnmesh nodes --json` shows as a node's warm sandboxes ("-" for none).
@@ -201,45 +65,11 @@ class sandbox_mesh : public ::testing::Test {
     return "";
   }
 
-  // Invocations billed per node.
-  std::map<std::string, uint64_t> billed_by_node() {
-    fnmesh::broker::collector_client client(zmq_, collector_endpoint_);
-    auto reply = client.query_usage("", "", 0, 0, "node", 2s);
-    std::map<std::string, uint64_t> out;
-    if (!reply) return out;
-    const auto* report = reply->get().body_as_UsageReport();
-    if (!report || !report->rows()) return out;
-    for (const auto* row : *report->rows()) out[std::string(p::view(row->key()))] = row->invocations();
-    return out;
-  }
-
-  template <class Pred>
-  bool eventually(Pred pred, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(100ms);
-    }
-    return pred();
-  }
-
   std::string node_logs() {
     std::string out;
     for (auto& [name, node] : nodes_) out += "--- " + name + "\n" + node.log_text();
     return out;
   }
-
-  fnmesh::test::temp_dir dir_{"fnmesh-sandbox-mesh"};
-  std::optional<fnmesh::test::nats_server> nats_;
-  zmq::context_t zmq_{1};
-  std::string collector_endpoint_;
-  std::unique_ptr<fnmesh::broker::connection> conn_;
-  std::optional<child_process> collector_;
-  std::map<std::string, child_process> nodes_;
-  std::unique_ptr<fnmesh::broker::reply_router> router_;
-  std::unique_ptr<fnmesh::broker::invoker> invoker_;
-  uint64_t correlation_ = 0;
-  int cli_runs_ = 0;
 };
 
 TEST_F(sandbox_mesh, ten_callers_at_once_never_have_more_than_concurrency_running) {
@@ -275,7 +105,7 @@ TEST_F(sandbox_mesh, ten_callers_at_once_never_have_more_than_concurrency_runnin
   EXPECT_LE(most, 2);
   std::map<std::string, uint64_t> by_node;
   EXPECT_TRUE(eventually([&] {
-    by_node = billed_by_node();
+    by_node = billed("node");
     return by_node["node-a"] + by_node["node-b"] == 10;
   }, 10s));
   std::printf("run on node-a: %llu, node-b: %llu\n", static_cast<unsigned long long>(by_node["node-a"]),

@@ -1,0 +1,147 @@
+#include "tests/support/mesh.h"
+
+#include <cstdlib>
+#include <fstream>
+
+#include "broker/client/collector_client.h"
+#include "broker/client/topology.h"
+
+namespace fnmesh::test {
+
+namespace fs = std::filesystem;
+namespace p = proto;
+using namespace std::chrono_literals;
+
+fs::path bin(const std::string& name) { return fs::path(std::getenv("FNMESH_BIN_DIR")) / name; }
+fs::path source_dir() { return std::getenv("FNMESH_SOURCE_DIR"); }
+fs::path build_dir() { return std::getenv("FNMESH_BUILD_DIR"); }
+
+void mesh::SetUp() {
+  nats_.emplace();
+  collector_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_loopback_port());
+  auto conn = broker::connection::connect({.urls = nats_->url(), .name = "mesh-test"});
+  ASSERT_TRUE(conn) << conn.error().message();
+  conn_ = std::move(*conn);
+  ASSERT_TRUE(broker::bootstrap(*conn_));
+  start_collector();
+  if (HasFatalFailure()) return;
+  auto router = broker::reply_router::bind(zmq_);
+  ASSERT_TRUE(router);
+  router_ = std::move(*router);
+  invoker_ = std::make_unique<broker::invoker>(*conn_, nullptr);
+}
+
+void mesh::start_collector() {
+  collector_.emplace(child_process::spawn(
+      {.program = bin("fnmesh-collector"),
+       .args = {"--listen", collector_endpoint_, "--db", (dir_ / "collector.db").string()},
+       .log = dir_ / "collector.log"}));
+  broker::collector_client probe(zmq_, collector_endpoint_);
+  for (int i = 0; i < 100; ++i)
+    if (probe.query_activation("0", 100ms)) return;
+  FAIL() << "collector did not answer:\n" << collector_->log_text();
+}
+
+child_process& mesh::start_node(const std::string& name, std::vector<std::string> extra) {
+  std::vector<std::string> args = {"--nats", nats_->url(), "--collector", collector_endpoint_,
+                                   "--dir", (dir_ / name).string(), "--node-id", name};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto& node = nodes_.emplace(name, child_process::spawn({.program = bin("fnmesh-node"),
+                                                          .args = args,
+                                                          .log = dir_ / (name + ".log")}))
+                   .first->second;
+  EXPECT_TRUE(node.wait_for_log("ready", 20s)) << node.log_text();
+  return node;
+}
+
+std::string mesh::command(const std::vector<std::string>& args) {
+  return command_line(bin("fnmesh"), args) + " --nats " + quote(nats_->url()) + " --collector " +
+         quote(collector_endpoint_) + " --home " + quote((dir_ / "home").string());
+}
+
+child_process mesh::start_cli(const std::vector<std::string>& args, int run) {
+  const auto base = dir_ / ("cli-" + std::to_string(run));
+  return child_process::spawn(
+      {.program = "/bin/sh",
+       .args = {"-c", "exec " + command(args) + " 2>" + quote(base.string() + ".err") + " </dev/null"},
+       .log = base.string() + ".out"});
+}
+
+cli_run mesh::finish(child_process& proc, int run) {
+  const auto base = dir_ / ("cli-" + std::to_string(run));
+  const auto code = proc.wait(60s);
+  return {code.value_or(-1), slurp(base.string() + ".out"), slurp(base.string() + ".err")};
+}
+
+cli_run mesh::cli(const std::vector<std::string>& args) {
+  const int run = ++cli_runs_;
+  auto proc = start_cli(args, run);
+  return finish(proc, run);
+}
+
+void mesh::deploy(const fs::path& folder) {
+  auto r = cli({"deploy", folder.string()});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+}
+
+fs::path mesh::write_function(const std::string& name, const std::string& manifest_extra,
+                              const std::string& body) {
+  const auto folder = dir_ / ("fn-" + name);
+  fs::create_directories(folder);
+  std::ofstream(folder / "fnmesh.yml") << "functions:\n  " << name
+                                       << ":\n    runtime: python3\n    handler: handler.handle\n"
+                                       << manifest_extra;
+  std::ofstream(folder / "handler.py") << body;
+  return folder;
+}
+
+result<broker::published> mesh::invoke(const std::string& fn, const std::string& payload, bool sync) {
+  broker::invocation_request req;
+  req.function = fn;
+  req.payload = std::span(reinterpret_cast<const uint8_t*>(payload.data()), payload.size());
+  if (sync) {
+    req.reply_endpoint = router_->endpoint();
+    req.correlation = ++correlation_;
+  }
+  return invoker_->invoke(req);
+}
+
+broker::result_message mesh::receive(const std::string& invocation_id, std::chrono::milliseconds timeout) {
+  auto got = router_->receive(timeout);
+  EXPECT_TRUE(got) << "no result for " << invocation_id;
+  if (!got) return broker::result_message({});
+  EXPECT_EQ(p::view(got->get().invocation_id()), invocation_id);
+  return std::move(*got);
+}
+
+broker::result_message mesh::call(const std::string& fn, const std::string& payload,
+                                  std::chrono::milliseconds timeout) {
+  auto published = invoke(fn, payload);
+  EXPECT_TRUE(published) << published.error().message();
+  if (!published) return broker::result_message({});
+  return receive(published->invocation_id, timeout);
+}
+
+std::vector<std::pair<uint32_t, p::Status>> mesh::attempts(const std::string& invocation_id) {
+  broker::collector_client client(zmq_, collector_endpoint_);
+  auto reply = client.query_activation(invocation_id, 2s);
+  std::vector<std::pair<uint32_t, p::Status>> out;
+  if (!reply) return out;
+  const auto* report = reply->get().body_as_ActivationReport();
+  if (!report || !report->attempts()) return out;
+  for (const auto* c : *report->attempts()) out.emplace_back(c->result()->attempt(), c->result()->status());
+  return out;
+}
+
+std::map<std::string, uint64_t> mesh::billed(const std::string& group_by) {
+  broker::collector_client client(zmq_, collector_endpoint_);
+  auto reply = client.query_usage("", "", 0, 0, group_by, 2s);
+  std::map<std::string, uint64_t> out;
+  if (!reply) return out;
+  const auto* report = reply->get().body_as_UsageReport();
+  if (!report || !report->rows()) return out;
+  for (const auto* row : *report->rows()) out[std::string(p::view(row->key()))] = row->invocations();
+  return out;
+}
+
+}  // namespace fnmesh::test
