@@ -272,9 +272,11 @@ void child_main(const prepared& p) {
 
   // pid 1 stays a minimal init: it reaps what the function leaves behind and ends with
   // the runtime, its child, so that a signal the runtime sends itself acts as anywhere.
-  long runtime = ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+  // A program to exec starts with vfork (no copy of this address space, init waits for
+  // the exec); the zygote's runtime goes on in this copy, so it needs a real fork.
+  pid_t runtime = p.program.empty() ? pid_t(::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)) : ::vfork();
   if (runtime < 0) child_fail(p, phase_init, errno);
-  if (runtime > 0) init(pid_t(runtime));
+  if (runtime > 0) init(runtime);
 
   if (p.program.empty()) {
     // Everything but 0..3 goes; the status pipe last: its EOF tells the parent we run.
