@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 #include "broker/client/topology.h"
@@ -24,6 +25,16 @@ std::string default_node_id() {
   char host[256] = {};
   ::gethostname(host, sizeof host - 1);
   return std::string(host) + "-" + new_ulid().substr(20);
+}
+
+// The node's cgroup directories are named by its id and state folder: a restart finds
+// (and cleans) what a crashed run left, and two nodes with one id never share them.
+std::string cgroup_name(const std::string& node_id, const std::filesystem::path& dir) {
+  uint32_t h = 2166136261u;  // FNV-1a
+  for (char c : std::filesystem::absolute(dir).lexically_normal().string()) h = (h ^ uint8_t(c)) * 16777619u;
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08x", h);
+  return node_id + "-" + hex;
 }
 
 int64_t default_memory_budget() {
@@ -70,7 +81,7 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   sender_ = std::make_unique<result_sender>(zmq_);
   opts_.runtime.keep_warm = opts_.keep_warm;
   opts_.runtime.memory_budget_bytes = opts_.memory_bytes;
-  opts_.runtime.sandboxes.node_id = opts_.node_id;
+  opts_.runtime.sandboxes.node_id = cgroup_name(opts_.node_id, opts_.dir);
   if (opts_.runtime.sandboxes.staging.empty()) opts_.runtime.sandboxes.staging = opts_.dir / "sandbox-root";
   logs_ = std::make_unique<broker::log_publisher>(*conn_);
   opts_.runtime.on_log = [this](const broker::log_line& line) {

@@ -25,7 +25,7 @@ namespace fnmesh::node {
 
 struct launcher_options {
   size_t spare_networks = 4;                 // network namespaces made ahead (0: each sandbox makes its own)
-  std::string node_id;                       // names the node's cgroup directories
+  std::string node_id;                       // names the node's cgroup directories: fnmesh-<node_id>
   std::filesystem::path staging;             // an empty directory: sandbox roots are built on it
   std::filesystem::path python_zygote;       // fnmesh-python-zygote
   std::filesystem::path python_shim_dir;     // node/runtimes/python

@@ -16,6 +16,11 @@ fs::path bin(const std::string& name) { return fs::path(std::getenv("FNMESH_BIN_
 fs::path source_dir() { return std::getenv("FNMESH_SOURCE_DIR"); }
 fs::path build_dir() { return std::getenv("FNMESH_BUILD_DIR"); }
 
+void mesh::TearDown() {
+  for (auto& [name, node] : nodes_)
+    if (node.running()) node.stop(std::chrono::seconds(15));
+}
+
 void mesh::SetUp() {
   nats_.emplace();
   collector_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_loopback_port());

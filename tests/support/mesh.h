@@ -33,6 +33,9 @@ std::filesystem::path build_dir();   // $FNMESH_BUILD_DIR
 class mesh : public ::testing::Test {
  protected:
   void SetUp() override;  // nats-server, the collector, a reply router; no node yet
+  // Nodes still running get SIGTERM: they drain and remove their sandboxes' cgroups (a
+  // SIGKILL would leave those to the next start with the same node id).
+  void TearDown() override;
 
   // Starts the collector on collector_endpoint_ and waits until it answers.
   void start_collector();
