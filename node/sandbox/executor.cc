@@ -81,6 +81,7 @@ std::string exit_text(int status) {
 struct executor::impl {
   struct job {
     work w;
+    std::string invocation_id;       // for log lines
     outcome out;
     int64_t deadline_mono = 0;
     int64_t sent_mono = 0;
@@ -402,6 +403,7 @@ struct executor::impl {
     w.current.emplace();
     job& j = *w.current;
     j.w = std::move(wk);
+    j.invocation_id = proto::view(flatbuffers::GetRoot<proto::Invocation>(j.w.invocation.data())->id());  // verified in start()
     j.out.cold_start = cold;
     j.out.worker_pid = w.pid;
     j.out.sandbox = w.name;
@@ -768,14 +770,10 @@ struct executor::impl {
     log_->debug("{}[{}] {}: {}", w.function, w.name, is_err ? "stderr" : "stdout", line);
     if (!opts_.on_log || !w.spec) return;
     const auto& spec = w.spec->spec();
-    std::string_view invocation;
-    if (w.current) {
-      if (const auto* inv = proto::verified<proto::Invocation>(w.current->w.invocation)) invocation = proto::view(inv->id());
-    }
     opts_.on_log({.tenant = proto::view(spec.tenant()),
                   .function = proto::view(spec.name()),
                   .version = proto::view(spec.version()),
-                  .invocation_id = invocation,
+                  .invocation_id = w.current ? std::string_view(w.current->invocation_id) : std::string_view(),
                   .sandbox = w.name,
                   .stream = is_err ? proto::LogStream::stderr : proto::LogStream::stdout,
                   .line = line,

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/support/cli_run.h"
+#include "tests/support/mesh.h"
 #include "tests/support/eventually.h"
 #include "tests/support/temp_dir.h"
 
@@ -24,7 +25,6 @@ using fnmesh::test::slurp;
 
 namespace {
 
-fs::path bin_dir() { return std::getenv("FNMESH_BIN_DIR"); }
 fs::path source_dir() { return std::getenv("FNMESH_SOURCE_DIR"); }
 fs::path build_dir() { return std::getenv("FNMESH_BUILD_DIR"); }
 
@@ -72,7 +72,7 @@ class cli : public ::testing::Test {
   // Runs build/bin/fnmesh with `args`, stdout and stderr apart; killed after `limit_s`.
   static cli_run run(const std::vector<std::string>& args, int limit_s = 60) {
     static int n = 0;
-    return fnmesh::test::run_shell(fnmesh::test::command_line(bin_dir() / "fnmesh", args),
+    return fnmesh::test::run_shell(fnmesh::test::command_line(fnmesh::test::bin("fnmesh"), args),
                                    home_->path() / ("cli-" + std::to_string(++n)), std::chrono::seconds(limit_s));
   }
 
@@ -101,7 +101,7 @@ TEST_F(cli, status_json_lists_every_component_alive) {
   }
   for (const char* want : {"nats-server", "fnmesh-collector", "fnmesh-node"}) EXPECT_TRUE(names.contains(want)) << want;
   for (const char* adapter : {"fnmesh-http", "fnmesh-events"}) {
-    if (fs::exists(bin_dir() / adapter)) {
+    if (fs::exists(fnmesh::test::bin(adapter))) {
       EXPECT_TRUE(names.contains(adapter)) << adapter;
     }
   }
@@ -147,7 +147,7 @@ TEST_F(cli, async_invoke_then_result_by_id) {
 }
 
 TEST_F(cli, an_event_runs_its_subscriber_and_the_result_is_found_by_id) {
-  ASSERT_TRUE(fs::exists(bin_dir() / "fnmesh-events")) << "fnmesh-events is not built";
+  ASSERT_TRUE(fs::exists(fnmesh::test::bin("fnmesh-events"))) << "fnmesh-events is not built";
   ASSERT_EQ(run({"deploy", (source_dir() / "examples/on-order").string()}).exit_code, 0);
   auto p = run({"publish", "orders.created", R"({"id":7,"items":[{"price":2.5,"qty":2}]})"});
   ASSERT_EQ(p.exit_code, 0) << describe(p);

@@ -16,6 +16,7 @@
 #include "flatbuffers/proto.h"
 #include "tests/support/child_process.h"
 #include "tests/support/function_spec.h"
+#include "tests/support/mesh.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
 #include "broker/client/event_id.h"
@@ -25,11 +26,6 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-fs::path bin_dir() {
-  const char* d = std::getenv("FNMESH_BIN_DIR");
-  return d ? fs::path(d) : fs::path("build/bin");
-}
 
 struct stored_event {
   uint64_t seq = 0;
@@ -62,7 +58,7 @@ class events_adapter_binary : public ::testing::Test {
 
   test::child_process start_adapter(const std::string& log) {
     auto p = test::child_process::spawn(
-        {.program = bin_dir() / "fnmesh-events",
+        {.program = test::bin("fnmesh-events"),
          .args = {"--nats", nats_->url(), "--log-level", "debug"},
          .log = dir_ / log});
     EXPECT_TRUE(p.wait_for_log("consuming", 10s)) << p.log_text();
@@ -210,7 +206,7 @@ TEST_F(events_adapter_binary, killed_mid_stream_and_restarted_every_subscriber_g
   for (int i = 0; i < events; ++i)
     publish_event("orders.created", "{\"n\":" + std::to_string(i) + "}");
   auto adapter = test::child_process::spawn(
-      {.program = bin_dir() / "fnmesh-events",
+      {.program = test::bin("fnmesh-events"),
        .args = {"--nats", nats_->url(), "--batch", "16", "--ack-wait", "2"},
        .log = dir_ / "killed.log"});
   ASSERT_TRUE(adapter.wait_for_log("consuming", 10s)) << adapter.log_text();

@@ -26,6 +26,7 @@
 #include "flatbuffers/proto.h"
 #include "tests/support/child_process.h"
 #include "tests/support/function_spec.h"
+#include "tests/support/mesh.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
 
@@ -34,11 +35,6 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-fs::path bin_dir() {
-  const char* d = std::getenv("FNMESH_BIN_DIR");
-  return d ? fs::path(d) : fs::path("build/bin");
-}
 
 struct http_reply {
   int status = 0;
@@ -127,7 +123,7 @@ class http_adapter : public ::testing::Test {
                                     const std::string& collector = "tcp://127.0.0.1:9") {
     fs::remove(dir_ / "port");
     auto p = test::child_process::spawn(
-        {.program = bin_dir() / "fnmesh-http",
+        {.program = test::bin("fnmesh-http"),
          .args = {"--nats", nats_->url(), "--listen", listen, "--port-file",
                   (dir_ / "port").string(), "--collector", collector,
                   "--wait-margin-ms", "500", "--log-level", "debug"},
@@ -381,7 +377,7 @@ std::vector<uint8_t> completion_batch(const std::string& id, std::string_view ou
 
 TEST_F(http_adapter, invocation_lookup_reads_the_stored_result_from_the_collector) {
   ASSERT_GT(port_, 0) << adapter_->log_text();
-  const auto collector_bin = bin_dir() / "fnmesh-collector";
+  const auto collector_bin = test::bin("fnmesh-collector");
   ASSERT_TRUE(fs::exists(collector_bin)) << "fnmesh-collector is not built";
   auto collector = test::child_process::spawn(
       {.program = collector_bin,
@@ -495,7 +491,7 @@ TEST_F(http_adapter, port_taken_is_one_clear_line_and_sigterm_exits_0) {
 }
 
 TEST_F(http_adapter, nats_unreachable_is_one_line_naming_the_url) {
-  auto p = test::child_process::spawn({.program = bin_dir() / "fnmesh-http",
+  auto p = test::child_process::spawn({.program = test::bin("fnmesh-http"),
                                        .args = {"--nats", "nats://127.0.0.1:9", "--listen",
                                                 "127.0.0.1:0"},
                                        .log = dir_ / "nonats.log"});
