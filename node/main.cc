@@ -9,6 +9,7 @@
 int main(int argc, char** argv) {
   fnmesh::node::node_options opts;
   auto& sandboxes = opts.runtime.sandboxes;
+  sandboxes.zygote = FNMESH_DEFAULT_ZYGOTE;
   sandboxes.python_zygote = FNMESH_DEFAULT_PYTHON_ZYGOTE;
   sandboxes.python_shim_dir = FNMESH_DEFAULT_PYTHON_SHIM_DIR;
   sandboxes.python_proto_dir = FNMESH_DEFAULT_PYTHON_PROTO;
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--drain-timeout", drain_s, "seconds SIGTERM waits for the spool to flush")
       ->capture_default_str();
+  app.add_option("--zygote", sandboxes.zygote, "fnmesh-zygote binary")->capture_default_str();
   app.add_option("--python-zygote", sandboxes.python_zygote, "fnmesh-python-zygote binary")
       ->capture_default_str();
   app.add_option("--python-shim-dir", sandboxes.python_shim_dir, "folder of the python3 runtime's shim.py")

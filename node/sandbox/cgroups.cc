@@ -237,9 +237,7 @@ sandbox_cgroup& sandbox_cgroup::operator=(sandbox_cgroup&& o) noexcept {
     v2_ = std::move(o.v2_);
     oom_ = std::move(o.oom_);
     peak_ = std::move(o.peak_);
-    cpu_limit_ = std::move(o.cpu_limit_);
-    cpu_limit_dir_ = std::move(o.cpu_limit_dir_);
-    cpu_limit_v2_ = o.cpu_limit_v2_;
+    limits_ = std::move(o.limits_);
     cpu_user_ = std::move(o.cpu_user_);
     cpu_sys_ = std::move(o.cpu_sys_);
     cpu_usec_ = o.cpu_usec_;
@@ -266,12 +264,35 @@ bool sandbox_cgroup::oom_killed() const { return read_key(oom_.get(), "oom_kill"
 
 int64_t sandbox_cgroup::peak_memory_bytes() const { return read_number(peak_.get()); }
 
+result<void> sandbox_cgroup::limit(const cgroup_limits& limits) {
+  const auto memory = std::to_string(limits.memory_bytes);
+  const auto pids = std::to_string(limits.pids_max);
+  for (const auto& d : limits_) {
+    const int fd = d.fd.get();
+    if (d.memory && limits.memory_bytes > 0) {
+      if (d.v2) {
+        if (auto r = write_limit(fd, d.dir, "memory.max", memory); !r) return r;
+        if (auto r = write_limit(fd, d.dir, "memory.swap.max", "0", true); !r) return r;
+      } else {
+        if (auto r = write_limit(fd, d.dir, "memory.limit_in_bytes", memory); !r) return r;
+        if (auto r = write_limit(fd, d.dir, "memory.memsw.limit_in_bytes", memory, true); !r) return r;
+        if (auto r = write_limit(fd, d.dir, "memory.swappiness", "0"); !r) return r;
+      }
+    }
+    if (d.pids && limits.pids_max > 0)
+      if (auto r = write_limit(fd, d.dir, "pids.max", pids); !r) return r;
+  }
+  return limits.cpus > 0 ? set_cpus(limits.cpus) : result<void>{};
+}
+
 result<void> sandbox_cgroup::set_cpus(double cpus) {
-  if (!cpu_limit_) return {};
   const auto quota = std::to_string(cpu_quota_us(cpus));
-  if (cpu_limit_v2_)
-    return write_limit(cpu_limit_.get(), cpu_limit_dir_, "cpu.max", quota + " " + std::to_string(cpu_period_us));
-  return write_limit(cpu_limit_.get(), cpu_limit_dir_, "cpu.cfs_quota_us", quota);
+  for (const auto& d : limits_) {
+    if (!d.cpu) continue;
+    if (d.v2) return write_limit(d.fd.get(), d.dir, "cpu.max", quota + " " + std::to_string(cpu_period_us));
+    return write_limit(d.fd.get(), d.dir, "cpu.cfs_quota_us", quota);
+  }
+  return {};
 }
 
 cpu_time sandbox_cgroup::cpu() const {
@@ -309,7 +330,7 @@ result<void> sandbox_cgroup::remove() {
   v2_.reset();
   oom_.reset();
   peak_.reset();
-  cpu_limit_.reset();
+  limits_.clear();
   cpu_user_.reset();
   cpu_sys_.reset();
   return {};
@@ -498,9 +519,6 @@ std::vector<std::string> cgroup_tree::dirs() const {
 result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_limits& limits) const {
   if (!valid_name(name)) return fail_at("bad sandbox name", std::string(name), EINVAL);
   const std::string n(name);
-  const auto quota = std::to_string(cpu_quota_us(limits.cpus));
-  const auto memory = std::to_string(limits.memory_bytes);
-  const auto pids = std::to_string(limits.pids_max);
   sandbox_cgroup s;
 
   if (v2_.fd) {
@@ -510,20 +528,9 @@ result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_l
     s.v2_ = open_dir_at(v2_.fd.get(), n);
     if (!s.v2_) return fail_at("open", dir, errno);
     int fd = s.v2_.get();
-    if (v2_.memory && limits.memory_bytes > 0) {
-      if (auto r = write_limit(fd, dir, "memory.max", memory); !r) return fail(r.error());
-      if (auto r = write_limit(fd, dir, "memory.swap.max", "0", true); !r) return fail(r.error());
-    }
-    if (v2_.cpu && limits.cpus > 0)
-      if (auto r = write_limit(fd, dir, "cpu.max", quota + " " + std::to_string(cpu_period_us)); !r)
-        return fail(r.error());
-    if (v2_.cpu) {
-      s.cpu_limit_.reset(::dup(fd));
-      s.cpu_limit_dir_ = dir;
-      s.cpu_limit_v2_ = true;
-    }
-    if (v2_.pids && limits.pids_max > 0)
-      if (auto r = write_limit(fd, dir, "pids.max", pids); !r) return fail(r.error());
+    if (v2_.memory || v2_.cpu || v2_.pids)
+      s.limits_.push_back({.fd = unique_fd(::dup(fd)), .dir = dir, .v2 = true, .memory = v2_.memory, .cpu = v2_.cpu,
+                           .pids = v2_.pids});
     if (v2_.memory) {
       s.oom_.reset(::openat(fd, "memory.events", O_RDONLY | O_CLOEXEC));
       // Writable memory.peak (kernel >= 6.12) resets the peak seen through this descriptor.
@@ -541,22 +548,6 @@ result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_l
     auto dfd = open_dir_at(h.fd.get(), n);
     if (!dfd) return fail_at("open", dir, errno);
     int fd = dfd.get();
-    if (h.memory && limits.memory_bytes > 0) {
-      if (auto r = write_limit(fd, dir, "memory.limit_in_bytes", memory); !r) return fail(r.error());
-      if (auto r = write_limit(fd, dir, "memory.memsw.limit_in_bytes", memory, true); !r) return fail(r.error());
-      if (auto r = write_limit(fd, dir, "memory.swappiness", "0"); !r) return fail(r.error());
-    }
-    if (h.cpu && limits.cpus > 0) {
-      if (auto r = write_limit(fd, dir, "cpu.cfs_period_us", std::to_string(cpu_period_us)); !r)
-        return fail(r.error());
-      if (auto r = write_limit(fd, dir, "cpu.cfs_quota_us", quota); !r) return fail(r.error());
-    }
-    if (h.cpu) {
-      s.cpu_limit_.reset(::dup(fd));
-      s.cpu_limit_dir_ = dir;
-    }
-    if (h.pids && limits.pids_max > 0)
-      if (auto r = write_limit(fd, dir, "pids.max", pids); !r) return fail(r.error());
     if (h.memory) {
       s.oom_.reset(::openat(fd, "memory.oom_control", O_RDONLY | O_CLOEXEC));
       s.peak_.reset(::openat(fd, "memory.max_usage_in_bytes", O_RDWR | O_CLOEXEC));
@@ -566,7 +557,10 @@ result<sandbox_cgroup> cgroup_tree::create(std::string_view name, const cgroup_l
       s.cpu_sys_.reset(::openat(fd, "cpuacct.usage_sys", O_RDONLY | O_CLOEXEC));
       s.cpu_usec_ = false;
     }
+    if (h.memory || h.cpu || h.pids)
+      s.limits_.push_back({.fd = std::move(dfd), .dir = dir, .memory = h.memory, .cpu = h.cpu, .pids = h.pids});
   }
+  if (auto r = s.limit(limits); !r) return fail(r.error());
   return s;
 }
 

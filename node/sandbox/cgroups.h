@@ -69,6 +69,8 @@ class sandbox_cgroup {
   int64_t peak_memory_bytes() const;    // since creation or reset_peak(); 0 if unknown
   cpu_time cpu() const;                 // CPU time of everything that ran in it
   void reset_peak();                    // between warm invocations (v2: kernel >= 6.12)
+  // Writes the limits (those > 0) where their controllers are.
+  result<void> limit(const cgroup_limits& limits);
   // A new CPU quota (as cgroup_limits::cpus), where the cpu controller is.
   result<void> set_cpus(double cpus);
 
@@ -89,9 +91,12 @@ class sandbox_cgroup {
   unique_fd v2_;
   unique_fd oom_;       // memory.oom_control (v1) or memory.events (v2)
   unique_fd peak_;      // memory.max_usage_in_bytes (v1) or memory.peak (v2)
-  unique_fd cpu_limit_; // the directory with the cpu controller
-  std::string cpu_limit_dir_;
-  bool cpu_limit_v2_ = false;
+  struct limit_dir {      // a directory with a controller that limits
+    unique_fd fd;
+    std::string dir;
+    bool v2 = false, memory = false, cpu = false, pids = false;
+  };
+  std::vector<limit_dir> limits_;
   unique_fd cpu_user_;  // cpuacct.usage_user (v1, ns) or cpu.stat (v2, user_usec)
   unique_fd cpu_sys_;   // cpuacct.usage_sys (v1, ns); v2: none (cpu.stat has both)
   bool cpu_usec_ = false;
@@ -115,7 +120,7 @@ class cgroup_tree {
   std::string describe() const;
   cgroup_version version_of(cgroup_controller c) const;
 
-  // Makes <tree>/<name> in each hierarchy and writes the limits.
+  // Makes <tree>/<name> in each hierarchy and writes the limits (none: limit() later).
   result<sandbox_cgroup> create(std::string_view name, const cgroup_limits& limits) const;
 
   std::vector<std::string> dirs() const;  // the tree's own directories

@@ -444,21 +444,20 @@ struct executor::impl {
     auto owned = std::make_unique<worker>();
     worker& w = *owned;
     w.id = next_id_++;
-    w.name = "sbx-" + std::to_string(w.id);
     w.runtime = spec.runtime();
     w.function = std::string(proto::view(spec.name()));
     w.spec = wk.function;
     w.memory_bytes = int64_t(spec.memory_mb()) << 20;
     w.starting = true;
     make_room(w.memory_bytes);
-    launch_request req{.function = wk.function, .code_dir = wk.code_dir, .name = w.name, .env = std::move(env)};
+    launch_request req{.function = wk.function, .code_dir = wk.code_dir, .env = std::move(env)};
     attach(w, std::move(wk), true);
     workers_.emplace(w.id, std::move(owned));
     arena_.execute([&] {
       starts_.run([this, id = w.id, req = std::move(req)] {
         auto started = std::make_shared<std::expected<launched_sandbox, std::string>>(launcher_.launch(req));
         post([this, id, started] { on_started(id, std::move(*started)); });
-        launcher_.make_spare_networks();
+        launcher_.make_spares();
       });
     });
     return w;
@@ -491,6 +490,8 @@ struct executor::impl {
     w.err = std::move(started->err);
     w.in = std::move(started->in);
     w.cgroup = std::move(started->cgroup);
+    w.cpu = started->cpu_at_start;
+    w.name = std::move(started->name);
     w.sock_open = bool(w.sock);
     w.boost_until_mono = mono_now_ns() + start_boost_ns;
     if (w.sock) watch(w, w.sock, fd_role::sock, EPOLLIN);
@@ -506,6 +507,7 @@ struct executor::impl {
     }
     if (!w.current) return;
     w.current->out.worker_pid = w.pid;
+    w.current->out.sandbox = w.name;
     if (w.runtime == proto::Runtime::exec) {
       if (!w.current->payload.empty()) write_stdin(w);
       else unwatch(w.in);

@@ -22,7 +22,6 @@ namespace p = fnmesh::proto;
 
 constexpr int64_t megabyte = int64_t(1) << 20;
 constexpr double lambda_mb_per_vcpu = 1769.0;
-constexpr int zygote_reply_timeout_ms = 10'000;
 const std::string nodejs_shim_inside = "/opt/fnmesh/runtime/nodejs/shim.js";
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
@@ -78,12 +77,6 @@ std::vector<std::string> environment_of(const p::FunctionSpec& spec, const std::
   return env;
 }
 
-seccomp_filter build_filter() {
-  auto f = seccomp_filter::build();
-  if (!f) throw std::runtime_error("cannot build the sandbox seccomp filter: " + f.error().message());
-  return std::move(*f);
-}
-
 std::unique_ptr<cgroup_tree> open_cgroups(const std::string& node_id) {
   if (::geteuid() != 0)
     throw std::runtime_error("fnmesh-node makes sandboxes with namespaces and cgroups: run it as root");
@@ -94,44 +87,142 @@ std::unique_ptr<cgroup_tree> open_cgroups(const std::string& node_id) {
 
 }  // namespace
 
+// One zygote process and the socket to it; started again when it died.
+class launcher::zygote {
+ public:
+  zygote(std::filesystem::path path, std::vector<std::string> args) : path_(std::move(path)), args_(std::move(args)) {
+    std::lock_guard lock(mutex_);
+    if (auto ok = start(); !ok) throw std::runtime_error(ok.error());
+  }
+  ~zygote() {
+    std::lock_guard lock(mutex_);
+    stop();
+  }
+
+  struct made {
+    pid_t pid;
+    unique_fd control;
+  };
+
+  // A spare sandbox (the node's child) in the cgroup `cg`.
+  std::expected<made, std::string> make(const sandbox_cgroup& cg, bool host_network, bool background) {
+    flatbuffers::FlatBufferBuilder b(512);
+    std::vector<flatbuffers::Offset<flatbuffers::String>> v1;
+    for (const auto& d : cg.v1_dirs()) v1.push_back(b.CreateString(d));
+    b.Finish(p::CreateSpareRequest(b, host_network, b.CreateString(cg.v2_dir()), b.CreateVector(v1), background));
+    std::lock_guard lock(mutex_);
+    std::string last_error;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (!sock_) {
+        if (auto ok = start(); !ok) return std::unexpected(ok.error());
+      }
+      if (::send(sock_.get(), b.GetBufferPointer(), b.GetSize(), MSG_NOSIGNAL) < 0) {
+        last_error = errno_text((path_.filename().string() + " went away").c_str());
+        stop();
+        continue;
+      }
+      uint8_t reply[4096];
+      iovec iov{reply, sizeof reply};
+      alignas(cmsghdr) char cmsg[CMSG_SPACE(sizeof(int))] = {};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = cmsg;
+      msg.msg_controllen = sizeof cmsg;
+      pollfd pfd{sock_.get(), POLLIN, 0};
+      ssize_t n = -1;
+      if (::poll(&pfd, 1, reply_timeout_ms) == 1) n = ::recvmsg(sock_.get(), &msg, MSG_CMSG_CLOEXEC);
+      unique_fd control;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n > 0 && c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+          int fd;
+          std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+          control.reset(fd);
+        }
+      const auto* r = n > 0 ? p::verified<p::SpareReply>(std::span<const uint8_t>(reply, size_t(n))) : nullptr;
+      if (!r) {
+        // A spare it may have made is the node's child: the cgroup's kill ends it.
+        last_error = path_.filename().string() + (n == 0 ? " exited" : " did not answer");
+        stop();
+        continue;
+      }
+      if (r->pid() > 0 && control) return made{pid_t(r->pid()), std::move(control)};
+      return std::unexpected("cannot make a sandbox: " + std::string(p::view(r->error())));
+    }
+    return std::unexpected(last_error);
+  }
+
+ private:
+  static constexpr int reply_timeout_ms = 10'000;
+
+  std::expected<void, std::string> start() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+      return std::unexpected(errno_text("socketpair"));
+    unique_fd ours(sv[0]), theirs(sv[1]);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, theirs.get(), zygote_fd);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    std::vector<std::string> args = args_;
+    args.insert(args.begin(), path_.string());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    char lang[] = "LANG=C.UTF-8";
+    char* envp[] = {lang, nullptr};
+    pid_t pid = 0;
+    int rc = ::posix_spawn(&pid, path_.c_str(), &actions, &attr, argv.data(), envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) return std::unexpected("cannot start " + path_.string() + ": " + std::strerror(rc));
+    sock_ = std::move(ours);
+    pid_ = pid;
+    return {};
+  }
+
+  void stop() {
+    sock_.reset();  // a zygote exits on EOF
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    pid_ = 0;
+  }
+
+  static constexpr int zygote_fd = 3;
+  const std::filesystem::path path_;
+  const std::vector<std::string> args_;
+  std::mutex mutex_;
+  unique_fd sock_;  // SOCK_SEQPACKET
+  pid_t pid_ = 0;
+};
+
 launcher::launcher(launcher_options opts)
     : opts_(std::move(opts)),
       cgroups_(open_cgroups(opts_.node_id)),
       host_({.staging = opts_.staging, .files = {{opts_.nodejs_shim, nodejs_shim_inside}}}),
-      seccomp_(build_filter()),
       dev_null_(::open("/dev/null", O_RDWR | O_CLOEXEC)) {
   if (!dev_null_) throw std::runtime_error(errno_text("open /dev/null"));
-  if (!opts_.python_zygote.empty()) {
-    std::lock_guard lock(zygote_mutex_);
-    if (auto ok = start_zygote(); !ok) throw std::runtime_error(ok.error());
-  }
-  make_spare_networks();
-}
-
-void launcher::make_spare_networks() {
-  for (;;) {
-    {
-      std::lock_guard lock(networks_mutex_);
-      if (networks_.size() >= opts_.spare_networks) return;
-    }
-    auto made = make_network_namespace();
-    if (!made) return;  // each sandbox makes its own then
-    std::lock_guard lock(networks_mutex_);
-    networks_.push_back(std::move(*made));
-  }
-}
-
-unique_fd launcher::take_network() {
-  std::lock_guard lock(networks_mutex_);
-  if (networks_.empty()) return {};
-  unique_fd fd = std::move(networks_.back());
-  networks_.pop_back();
-  return fd;
+  zygotes_[plain] = std::make_unique<zygote>(opts_.zygote, std::vector<std::string>{"--staging", opts_.staging.string()});
+  if (!opts_.python_zygote.empty())
+    zygotes_[python] = std::make_unique<zygote>(
+        opts_.python_zygote,
+        std::vector<std::string>{"--shim-dir", opts_.python_shim_dir.string(), "--proto-dir",
+                                 opts_.python_proto_dir.string(), "--staging", opts_.staging.string()});
 }
 
 launcher::~launcher() {
-  std::lock_guard lock(zygote_mutex_);
-  stop_zygote();
+  std::lock_guard lock(spares_mutex_);
+  for (auto& pool : spares_)
+    for (auto& s : pool) discard(s);
 }
 
 std::string launcher::describe() const { return cgroups_->describe(); }
@@ -142,33 +233,97 @@ cgroup_limits launcher::limits_of(const p::FunctionSpec& spec) {
           .pids_max = spec.pids_max()};
 }
 
+std::expected<launcher::spare, std::string> launcher::make_spare(kind k, bool host_network, bool background) {
+  if (!zygotes_[k]) return std::unexpected(std::string("no python zygote configured"));
+  spare s;
+  s.name = "sbx-" + std::to_string(++spares_made_);
+  auto cg = cgroups_->create(s.name, {});
+  if (!cg) return std::unexpected("cannot make the sandbox's cgroup: " + cg.error().message());
+  s.cgroup = std::move(*cg);
+  auto made = zygotes_[k]->make(s.cgroup, host_network, background);
+  if (!made) return std::unexpected(made.error());
+  s.pid = made->pid;
+  s.control = std::move(made->control);
+  s.pidfd.reset(int(::syscall(SYS_pidfd_open, s.pid, 0)));
+  if (!s.pidfd) {
+    std::string why = errno_text("pidfd_open");
+    discard(s);
+    return std::unexpected(why);
+  }
+  return s;
+}
+
+std::expected<launcher::spare, std::string> launcher::take_spare(kind k) {
+  {
+    std::lock_guard lock(spares_mutex_);
+    used_[k] = true;
+    if (!spares_[k].empty()) {
+      spare s = std::move(spares_[k].back());
+      spares_[k].pop_back();
+      return s;
+    }
+  }
+  return make_spare(k, false, false);
+}
+
+void launcher::discard(spare& s) {
+  s.cgroup.kill();
+  if (s.pid > 0) ::waitpid(s.pid, nullptr, 0);
+  s.pid = 0;
+  (void)s.cgroup.remove();
+}
+
+void launcher::make_spares() {
+  for (size_t k = 0; k < kinds; ++k) {
+    for (;;) {
+      {
+        std::lock_guard lock(spares_mutex_);
+        if (!used_[k] || spares_[k].size() + making_[k] >= opts_.spare_sandboxes) break;
+        ++making_[k];
+      }
+      auto s = make_spare(kind(k), false, true);
+      std::lock_guard lock(spares_mutex_);
+      --making_[k];
+      if (!s) break;  // the next launch makes its own and says why
+      spares_[k].push_back(std::move(*s));
+    }
+  }
+}
+
 std::expected<launched_sandbox, std::string> launcher::launch(const launch_request& req) {
   const auto& spec = req.function->spec();
   const bool warm = spec.runtime() != p::Runtime::exec;
-  launched_sandbox s;
+  const bool host_network = spec.network() == p::NetworkPolicy::host;
+  const kind k = spec.runtime() == p::Runtime::python3 ? python : plain;
+  auto taken = host_network ? make_spare(k, true, false) : take_spare(k);
+  if (!taken) return std::unexpected(taken.error());
+  spare& sp = *taken;
+  auto fail = [&](std::string why) -> std::expected<launched_sandbox, std::string> {
+    discard(sp);
+    return std::unexpected(std::move(why));
+  };
   auto limits = limits_of(spec);
   limits.cpus = std::max(limits.cpus, start_cpus);
-  auto cg = cgroups_->create(req.name, limits);
-  if (!cg) return std::unexpected("cannot make the sandbox's cgroup: " + cg.error().message());
-  s.cgroup = std::move(*cg);
+  if (auto ok = sp.cgroup.limit(limits); !ok) return fail("cannot limit the sandbox's cgroup: " + ok.error().message());
 
   // Descriptors: ours non-blocking, the sandbox's blocking; all close-on-exec.
+  launched_sandbox s;
   unique_fd child_sock, child_out, child_err, child_in;
   int fds[2];
   if (warm) {
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return std::unexpected(errno_text("socketpair"));
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) return fail(errno_text("socketpair"));
     s.sock.reset(fds[0]);
     child_sock.reset(fds[1]);
     set_nonblocking(s.sock.get());
   }
-  if (::pipe2(fds, O_CLOEXEC) != 0) return std::unexpected(errno_text("pipe2"));
+  if (::pipe2(fds, O_CLOEXEC) != 0) return fail(errno_text("pipe2"));
   s.out.reset(fds[0]);
   child_out.reset(fds[1]);
-  if (::pipe2(fds, O_CLOEXEC) != 0) return std::unexpected(errno_text("pipe2"));
+  if (::pipe2(fds, O_CLOEXEC) != 0) return fail(errno_text("pipe2"));
   s.err.reset(fds[0]);
   child_err.reset(fds[1]);
   if (!warm) {
-    if (::pipe2(fds, O_CLOEXEC) != 0) return std::unexpected(errno_text("pipe2"));
+    if (::pipe2(fds, O_CLOEXEC) != 0) return fail(errno_text("pipe2"));
     child_in.reset(fds[0]);
     s.in.reset(fds[1]);
     set_nonblocking(s.in.get());
@@ -177,150 +332,32 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   }
   set_nonblocking(s.out.get());
   set_nonblocking(s.err.get());
-  const int stdio[4] = {warm ? dev_null_.get() : child_in.get(), child_out.get(), child_err.get(),
-                        warm ? child_sock.get() : dev_null_.get()};
-  const auto env = environment_of(spec, req.env);
-  const bool host_network = spec.network() == p::NetworkPolicy::host;
-  const unique_fd network = host_network ? unique_fd() : take_network();
 
+  assignment a{.code_dir = req.code_dir,
+               .tmp_bytes = int64_t(spec.tmp_mb()) * megabyte,
+               .stdio = {warm ? dev_null_.get() : child_in.get(), child_out.get(), child_err.get(),
+                         warm ? child_sock.get() : dev_null_.get()},
+               .env = environment_of(spec, req.env)};
   if (spec.runtime() == p::Runtime::python3) {
-    auto pid = fork_python(req, s.cgroup, stdio, network.get(), env);
-    if (!pid) return std::unexpected(pid.error());
-    s.pid = *pid;
-    s.pidfd.reset(int(::syscall(SYS_pidfd_open, s.pid, 0)));
-    if (!s.pidfd) {
-      std::string why = errno_text("pidfd_open");
-      ::kill(s.pid, SIGKILL);
-      ::waitpid(s.pid, nullptr, 0);
-      return std::unexpected(why);
-    }
-    return s;
-  }
-
-  sandbox_plan plan;
-  plan.code_dir = req.code_dir;
-  plan.tmp_bytes = int64_t(spec.tmp_mb()) * megabyte;
-  plan.host_network = host_network;
-  plan.network_namespace = network.get();
-  plan.cgroup_v2_dir = s.cgroup.v2_fd();
-  plan.cgroup_v1_dirs = s.cgroup.v1_dirs();
-  std::copy(std::begin(stdio), std::end(stdio), plan.stdio);
-  plan.env = env;
-  plan.seccomp = seccomp_.program();
-  if (spec.runtime() == p::Runtime::nodejs) {
-    plan.program = opts_.nodejs.string();
+    a.handler = std::string(p::view(spec.handler()));
+  } else if (spec.runtime() == p::Runtime::nodejs) {
+    a.program = opts_.nodejs.string();
     // V8's heap stays inside the sandbox's memory, with room for the rest of the process.
-    plan.argv = {"node", "--max-old-space-size=" + std::to_string(std::max<uint32_t>(64, spec.memory_mb() * 3 / 4)),
-                 nodejs_shim_inside, std::string(p::view(spec.handler()))};
+    a.argv = {"node", "--max-old-space-size=" + std::to_string(std::max<uint32_t>(64, spec.memory_mb() * 3 / 4)),
+              nodejs_shim_inside, std::string(p::view(spec.handler()))};
   } else {
     // native / exec: a program (relative to the code folder, or absolute) and its words.
-    plan.argv = words_of(p::view(spec.handler()));
-    if (plan.argv.empty()) return std::unexpected(std::string("the function has no handler program"));
-    plan.program = plan.argv[0].starts_with('/') ? plan.argv[0] : "/var/task/" + plan.argv[0];
+    a.argv = words_of(p::view(spec.handler()));
+    if (a.argv.empty()) return fail("the function has no handler program");
+    a.program = a.argv[0].starts_with('/') ? a.argv[0] : "/var/task/" + a.argv[0];
   }
-  auto started = start_sandbox(host_, plan);
-  if (!started) return std::unexpected("cannot start the sandbox: " + started.error());
-  s.pid = started->pid;
-  s.pidfd = std::move(started->pidfd);
+  s.cpu_at_start = sp.cgroup.cpu();
+  if (auto ok = assign(sp.control.get(), a); !ok) return fail("cannot start the sandbox: " + ok.error());
+  s.pid = std::exchange(sp.pid, 0);
+  s.pidfd = std::move(sp.pidfd);
+  s.cgroup = std::move(sp.cgroup);
+  s.name = std::move(sp.name);
   return s;
-}
-
-std::expected<pid_t, std::string> launcher::fork_python(const launch_request& req, const sandbox_cgroup& cgroup,
-                                                        const int (&stdio)[4], int network,
-                                                        const std::vector<std::string>& env) {
-  const auto& spec = req.function->spec();
-  flatbuffers::FlatBufferBuilder b(1024);
-  std::vector<flatbuffers::Offset<flatbuffers::String>> v1, vars;
-  for (const auto& d : cgroup.v1_dirs()) v1.push_back(b.CreateString(d));
-  for (const auto& e : env) vars.push_back(b.CreateString(e));
-  b.Finish(p::CreateZygoteRequest(b, b.CreateString(req.code_dir.string()), int64_t(spec.tmp_mb()) * megabyte,
-                                  spec.network() == p::NetworkPolicy::host, b.CreateString(cgroup.v2_dir()),
-                                  b.CreateVector(v1), b.CreateString(p::view(spec.handler())), b.CreateVector(vars)));
-
-  std::lock_guard lock(zygote_mutex_);
-  std::string last_error;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    if (!zygote_) {
-      if (auto ok = start_zygote(); !ok) return std::unexpected(ok.error());
-    }
-    // fds 0..3 of the sandbox, then the network namespace to join if there is one.
-    const int fds[5] = {stdio[0], stdio[1], stdio[2], stdio[3], network};
-    const size_t nfds = network >= 0 ? 5 : 4;
-    iovec iov{b.GetBufferPointer(), b.GetSize()};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 5)] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    if (::sendmsg(zygote_.get(), &msg, MSG_NOSIGNAL) < 0) {
-      last_error = errno_text("the python zygote went away");
-      stop_zygote();
-      continue;
-    }
-    pollfd pfd{zygote_.get(), POLLIN, 0};
-    uint8_t reply[4096];
-    ssize_t n = -1;
-    if (::poll(&pfd, 1, zygote_reply_timeout_ms) == 1) n = ::recv(zygote_.get(), reply, sizeof reply, 0);
-    const auto* r = n > 0 ? p::verified<p::ZygoteReply>(std::span<const uint8_t>(reply, size_t(n))) : nullptr;
-    if (!r) {
-      // A sandbox it may have started is the node's child: the executor never learns
-      // its pid, and the cgroup kill at clean-up ends it.
-      last_error = n == 0 ? "the python zygote exited" : "the python zygote did not answer";
-      stop_zygote();
-      continue;
-    }
-    if (r->pid() > 0) return pid_t(r->pid());
-    return std::unexpected("cannot start the python sandbox: " + std::string(p::view(r->error())));
-  }
-  return std::unexpected(last_error);
-}
-
-std::expected<void, std::string> launcher::start_zygote() {
-  int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return std::unexpected(errno_text("socketpair"));
-  unique_fd ours(sv[0]), theirs(sv[1]);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, theirs.get(), 3);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  const std::string path = opts_.python_zygote.string();
-  std::vector<std::string> args = {path, "--shim-dir", opts_.python_shim_dir.string(), "--proto-dir",
-                                   opts_.python_proto_dir.string(), "--staging", opts_.staging.string()};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  char lang[] = "LANG=C.UTF-8";
-  char* envp[] = {lang, nullptr};
-  pid_t pid = 0;
-  int rc = ::posix_spawn(&pid, path.c_str(), &actions, &attr, argv.data(), envp);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return std::unexpected("cannot start " + path + ": " + std::strerror(rc));
-  zygote_ = std::move(ours);
-  zygote_pid_ = pid;
-  return {};
-}
-
-void launcher::stop_zygote() {
-  zygote_.reset();  // the zygote exits on EOF
-  if (zygote_pid_ > 0) {
-    ::kill(zygote_pid_, SIGKILL);
-    ::waitpid(zygote_pid_, nullptr, 0);
-  }
-  zygote_pid_ = 0;
 }
 
 }  // namespace fnmesh::node

@@ -1,13 +1,15 @@
 #pragma once
-// launcher: starts sandboxes for the executor. For each one: a cgroup with the function's
-// limits (memory from the spec, CPU in proportion: 1769 MB = 1 vCPU, pids.max), the
+// launcher: starts sandboxes for the executor. A cold start takes a spare sandbox, made
+// ahead of need by a zygote (namespaces, root, init: sandbox.h), writes its cgroup's
+// limits (memory from the spec, CPU in proportion: 1769 MB = 1 vCPU, pids.max), makes the
 // descriptors the node keeps (the fd 3 socket of warm runtimes, stdout/stderr pipes, stdin
-// for exec), and the sandbox itself: python3 forked from the pre-initialised zygote,
-// nodejs, native and exec programs exec'd directly. Owns the node's cgroup tree, the
-// sandbox host, the seccomp filter and the zygote (started on first use, restarted if it
-// dies). launch() is thread-safe: the executor calls it from its TBB arena.
+// for exec) and assigns it its function: python3 goes on in the copy of the pre-initialised
+// python zygote; nodejs, native and exec programs are exec'd. Owns the node's cgroup tree,
+// the sandbox host, the two zygotes (restarted if they die) and the spares. launch() and
+// make_spares() are thread-safe: the executor calls them from its TBB arena.
 #include <sys/types.h>
 
+#include <atomic>
 #include <expected>
 #include <filesystem>
 #include <memory>
@@ -19,14 +21,14 @@
 #include "common/unique_fd.h"
 #include "node/sandbox/cgroups.h"
 #include "node/sandbox/sandbox.h"
-#include "node/sandbox/seccomp.h"
 
 namespace fnmesh::node {
 
 struct launcher_options {
-  size_t spare_networks = 4;                 // network namespaces made ahead (0: each sandbox makes its own)
+  size_t spare_sandboxes = 2;                // kept ready per zygote in use (0: each cold start makes one)
   std::string node_id;                       // names the node's cgroup directories: fnmesh-<node_id>
   std::filesystem::path staging;             // an empty directory: sandbox roots are built on it
+  std::filesystem::path zygote;              // fnmesh-zygote
   std::filesystem::path python_zygote;       // fnmesh-python-zygote
   std::filesystem::path python_shim_dir;     // node/runtimes/python
   std::filesystem::path python_proto_dir;    // generated fnmesh.proto package
@@ -37,7 +39,6 @@ struct launcher_options {
 struct launch_request {
   broker::function_ptr function;
   std::filesystem::path code_dir;            // bound read-only at /var/task
-  std::string name;                          // the sandbox's cgroup directory name
   std::vector<std::string> env;              // exec: the invocation's FNMESH_* variables
 };
 
@@ -46,12 +47,14 @@ struct launched_sandbox {
   pid_t pid = 0;
   unique_fd pidfd, sock, out, err, in;       // sock: warm runtimes; in: exec
   sandbox_cgroup cgroup;
+  std::string name;                          // its cgroup directory's
+  cpu_time cpu_at_start;                     // its cgroup's CPU time when it was assigned
 };
 
 class launcher {
  public:
-  // Opens the cgroup tree and builds the seccomp filter; throws with one clear line when
-  // the machine cannot make sandboxes (not root, no cgroups).
+  // Opens the cgroup tree, makes the base root and starts the zygotes; throws with one
+  // clear line when the machine cannot make sandboxes (not root, no cgroups).
   explicit launcher(launcher_options opts);
   ~launcher();
 
@@ -64,28 +67,35 @@ class launcher {
   static constexpr double start_cpus = 1.0;
 
   std::expected<launched_sandbox, std::string> launch(const launch_request& req);
-  // Makes network namespaces until `spare_networks` are ready; call it off the critical
-  // path (after a launch), as the executor's arena does.
-  void make_spare_networks();
+  // Makes spares until `spare_sandboxes` wait for each zygote a launch has used; call it
+  // off the critical path (after a launch), as the executor's arena does.
+  void make_spares();
 
  private:
-  std::expected<pid_t, std::string> fork_python(const launch_request& req, const sandbox_cgroup& cgroup,
-                                                const int (&stdio)[4], int network,
-                                                const std::vector<std::string>& env);
-  unique_fd take_network();
-  std::expected<void, std::string> start_zygote();  // zygote_mutex_ held
-  void stop_zygote();                                // zygote_mutex_ held
+  class zygote;
+  enum kind : size_t { plain, python, kinds };
+  struct spare {
+    pid_t pid = 0;
+    unique_fd pidfd, control;
+    sandbox_cgroup cgroup;
+    std::string name;
+  };
+
+  // background: made ahead, with CPU time no one else wants.
+  std::expected<spare, std::string> make_spare(kind k, bool host_network, bool background);
+  std::expected<spare, std::string> take_spare(kind k);
+  static void discard(spare& s);
 
   launcher_options opts_;
   std::unique_ptr<cgroup_tree> cgroups_;
   sandbox_host host_;
-  seccomp_filter seccomp_;
   unique_fd dev_null_;
-  std::mutex networks_mutex_;
-  std::vector<unique_fd> networks_;          // fresh network namespaces, loopback up
-  std::mutex zygote_mutex_;
-  unique_fd zygote_;                         // SOCK_SEQPACKET to the zygote
-  pid_t zygote_pid_ = 0;
+  std::unique_ptr<zygote> zygotes_[kinds];
+  std::atomic<uint64_t> spares_made_{0};
+  std::mutex spares_mutex_;
+  std::vector<spare> spares_[kinds];
+  size_t making_[kinds] = {};
+  bool used_[kinds] = {};
 };
 
 }  // namespace fnmesh::node

@@ -1,26 +1,28 @@
 #pragma once
-// sandbox: starts one process inside a fresh sandbox (DESIGN §5). clone3 makes the
-// process with new pid, mount, ipc, uts (and, under network policy none, net) namespaces
-// straight into its cgroup v2 directory (CLONE_INTO_CGROUP); with the node's credentials
-// it builds its root from the node's read-only base (the host's /bin, /lib* links, a
-// minimal /etc and /dev), /usr read-only, the code read-only at /var/task, a capped tmpfs
-// /tmp and a new /proc, and pivots into it.
-// Then it enters its own user namespace, which owns none of the others, while the caller
-// maps its uid and attaches its v1 cgroups; it runs as uid 1000 (nobody outside) with
-// every capability dropped, no_new_privs and the seccomp filter. Its pid 1 is a minimal
-// init that reaps and exits as the runtime did (a signal as 128 + its number).
+// sandbox: makes sandboxes (DESIGN §5) in two steps, so that a cold start pays only the
+// second. make_spare() (in a zygote, ahead of need): clone3 with new pid, mount, ipc, uts
+// (and, under network policy none, net) namespaces straight into the sandbox's cgroup v2
+// directory (CLONE_INTO_CGROUP); with the zygote's (root) credentials the child builds its
+// root from the node's read-only base (the host's /bin, /lib* links, a minimal /etc and
+// /dev), /usr read-only, an empty /var/task, a capped tmpfs /tmp and a new /proc, pivots
+// into it and forks:
+// pid 1 stays a minimal init that reaps and exits as the runtime did (a signal as 128 +
+// its number); pid 2 waits for its function. assign() (the node, at a cold start): pid 2
+// mounts the code read-only at /var/task (and resizes /tmp if asked), enters its own user
+// namespace, which owns none of the others, and init maps its uid 1000 to the host's
+// nobody and drops its own privileges; pid 2 drops every capability, sets no_new_privs
+// and the seccomp filter, and execs the program (or the zygote's runtime serves).
 //
 // sandbox_host holds what is read once per node (the host's layout, the staging
 // directory: every sandbox builds its root on it, each in its own mount namespace); it is
-// immutable after construction and shared by threads. start_sandbox() blocks until the
-// program runs or a step failed; clone_sandbox() is the same for a caller that continues
-// in the child itself (the python zygote).
+// immutable after construction and shared by threads.
 #include <linux/filter.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <expected>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -61,42 +63,61 @@ class sandbox_host {
   int last_cap_ = 40;
 };
 
-struct sandbox_plan {
-  std::filesystem::path code_dir;  // read-only at /var/task, the working directory
-  int64_t tmp_bytes = int64_t(512) << 20;
-  bool host_network = false;       // false: a private loopback only
-  int network_namespace = -1;      // one made in advance (make_network_namespace) to join; -1: a new one
+// ---- spare sandboxes: made ahead by a zygote, given their function when one starts ----
+
+struct spare_plan {
+  int64_t tmp_bytes = int64_t(512) << 20;  // /tmp's size (an assignment with another remounts it)
+  bool host_network = false;       // false: a new network namespace, loopback only
   int cgroup_v2_dir = -1;          // CLONE_INTO_CGROUP target; -1: the caller's cgroup
   std::vector<std::string> cgroup_v1_dirs;  // each one's cgroup.procs gets the pid before it runs
-  int stdio[4] = {-1, -1, -1, -1}; // become the sandbox's fds 0..3
-  std::string program;             // exec'd in the sandbox; empty: clone_sandbox returns 0 in the child
-  std::vector<std::string> argv;
-  std::vector<std::string> env;    // "NAME=value"
   const sock_fprog* seccomp = nullptr;
+  bool prefault = false;           // copy the zygote's writable pages in before waiting:
+                                   // its runtime then starts without copy-on-write faults
 };
 
-struct started_sandbox {
-  pid_t pid = 0;
-  unique_fd pidfd;
+// What a zygote's own runtime (python) serves when an assignment has no program.
+struct runtime_assignment {
+  std::string handler;
+  std::vector<std::string> env;    // "NAME=value"
 };
 
-// A fresh network namespace with its loopback up, for a sandbox to join later: making
-// one costs about as much as the rest of a sandbox, so the launcher keeps a few ready.
-// Made in the calling thread's namespace, which it returns to.
-result<unique_fd> make_network_namespace();
+// A zygote whose runtime goes on in its sandboxes: hooks around clone3 in the zygote, and
+// the runtime's entry in the sandbox (set up, privileges dropped; it never returns).
+struct zygote_runtime {
+  std::function<void()> before_clone, after_clone;
+  std::function<void(runtime_assignment)> serve;
+};
+
+struct spare_sandbox {
+  pid_t pid = 0;                   // its init (pid 1 inside)
+  unique_fd control;               // the node's end: the assignment goes here
+};
 
 // What went wrong, naming the step ("bind /usr at /usr: Permission denied").
-using sandbox_result = std::expected<started_sandbox, std::string>;
+template <class T>
+using sandbox_result = std::expected<T, std::string>;
 
-// Starts plan.program in a new sandbox. The child is the caller's child (reap it with
-// wait4 or its pidfd).
-sandbox_result start_sandbox(const sandbox_host& host, const sandbox_plan& plan);
+// Called by a single-threaded zygote: clones a sandbox with everything but its function:
+// its namespaces, cgroup, root (with an empty /var/task), and init. Returns once its
+// runtime process waits on the control socket. Without CLONE_PARENT in `clone_flags_extra`
+// the sandbox is the caller's child.
+sandbox_result<spare_sandbox> make_spare(const sandbox_host& host, const spare_plan& plan,
+                                         const zygote_runtime* runtime, uint64_t clone_flags_extra);
 
-// As start_sandbox, for a caller that runs on in the sandbox without exec: returns
-// pid 0 in the child once it is set up (descriptors 0..3 in place, privileges dropped),
-// the child's pid in the caller. `clone_flags_extra` is or-ed into clone3's flags
-// (CLONE_PARENT: the zygote's children belong to the node).
-sandbox_result clone_sandbox(const sandbox_host& host, const sandbox_plan& plan,
-                             uint64_t clone_flags_extra);
+// The node's side: what a spare becomes.
+struct assignment {
+  std::filesystem::path code_dir;  // read-only at /var/task, the working directory
+  int64_t tmp_bytes = int64_t(512) << 20;
+  int stdio[4] = {-1, -1, -1, -1}; // become the sandbox's fds 0..3
+  std::string program;             // exec'd; empty: the zygote's runtime serves `handler`
+  std::vector<std::string> argv;
+  std::vector<std::string> env;    // "NAME=value"
+  std::string handler;
+};
+
+// Gives the spare its function: binds the code, mounts /tmp, enters the sandbox's user
+// namespace (uid 1000 = the host's nobody), drops every privilege and runs the program.
+// Blocks until it runs or a step failed.
+sandbox_result<void> assign(int control, const assignment& a);
 
 }  // namespace fnmesh::node

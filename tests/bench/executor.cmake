@@ -7,4 +7,4 @@ target_link_libraries(executor_bench PRIVATE fnmesh::sandbox benchmark::benchmar
 set_target_properties(executor_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)
 target_compile_definitions(executor_bench PRIVATE
   FNMESH_BENCH_SOURCE_DIR="${PROJECT_SOURCE_DIR}" FNMESH_BENCH_BUILD_DIR="${PROJECT_BINARY_DIR}")
-add_dependencies(executor_bench fnmesh_proto_generated fnmesh_example_echo fnmesh-python-zygote)
+add_dependencies(executor_bench fnmesh_proto_generated fnmesh_example_echo fnmesh-zygote fnmesh-python-zygote)

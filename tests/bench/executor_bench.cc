@@ -55,6 +55,7 @@ executor_options options(std::chrono::microseconds spin = {}) {
   static int instance = 0;
   return {.sandboxes = {.node_id = "executor-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
                         .staging = std::filesystem::temp_directory_path() / "fnmesh-executor-bench",
+                        .zygote = build_dir() / "bin/fnmesh-zygote",
                         .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
                         .python_shim_dir = source_dir() / "node/runtimes/python",
                         .python_proto_dir = build_dir() / "python",

@@ -1,6 +1,6 @@
 # sandbox_bench: what a sandbox costs (issue 3), one table in one run: cold start p50/p99
 # for native, python3 and nodejs; warm node <-> sandbox round trips; /bin/true in
-# bubblewrap (the reference), via start_sandbox() and as an exec function, with the
+# bubblewrap (the reference) and as an exec function, with the
 # ratios. Needs root and /usr/bin/bwrap; at most about 75 s (--quick: a fifth of that).
 # Not a ctest test:
 #   cmake --build build --target sandbox_bench && build/bench/sandbox_bench [--quick]
@@ -10,4 +10,4 @@ target_link_libraries(sandbox_bench PRIVATE fnmesh::sandbox fnmesh::test_support
 set_target_properties(sandbox_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)
 target_compile_definitions(sandbox_bench PRIVATE
   FNMESH_BENCH_SOURCE_DIR="${PROJECT_SOURCE_DIR}" FNMESH_BENCH_BUILD_DIR="${PROJECT_BINARY_DIR}")
-add_dependencies(sandbox_bench fnmesh_proto_generated fnmesh_example_echo fnmesh-python-zygote)
+add_dependencies(sandbox_bench fnmesh_proto_generated fnmesh_example_echo fnmesh-zygote fnmesh-python-zygote)

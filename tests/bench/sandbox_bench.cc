@@ -1,9 +1,8 @@
 // sandbox_bench: what a sandbox costs (issue 3), printed as one table. Cold starts per
 // runtime (run() of a function version no sandbox serves yet, until its outcome), warm
-// node <-> sandbox round trips, and /bin/true three ways: bubblewrap (the reference),
-// start_sandbox() alone, and an `exec` function through the executor. Every figure is a
-// percentile of samples timed one by one; nothing goes through NATS.
-#include <fcntl.h>
+// node <-> sandbox round trips, and /bin/true two ways: bubblewrap (the reference) and an
+// `exec` function through the executor. Every figure is a percentile of samples timed one
+// by one; nothing goes through NATS.
 #include <linux/futex.h>
 #include <spawn.h>
 #include <sys/syscall.h>
@@ -25,8 +24,6 @@
 #include <vector>
 
 #include "node/sandbox/executor.h"
-#include "node/sandbox/sandbox.h"
-#include "node/sandbox/seccomp.h"
 #include "tests/support/function_spec.h"
 
 namespace fnmesh::node {
@@ -119,6 +116,7 @@ executor_options options(std::chrono::seconds keep_warm) {
   static int instance = 0;
   return {.sandboxes = {.node_id = "sandbox-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
                         .staging = fs::temp_directory_path() / "fnmesh-sandbox-bench",
+                        .zygote = build_dir() / "bin/fnmesh-zygote",
                         .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
                         .python_shim_dir = source_dir() / "node/runtimes/python",
                         .python_proto_dir = build_dir() / "python",
@@ -255,53 +253,25 @@ int64_t spawn_and_wait(const std::vector<std::string>& args, std::string& error)
   return ns;
 }
 
-int64_t start_sandbox_and_wait(const sandbox_host& host, const seccomp_filter& filter, std::string& error) {
-  static const int dev_null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-  sandbox_plan plan;
-  plan.code_dir = source_dir() / "examples";
-  plan.stdio[0] = plan.stdio[1] = plan.stdio[2] = plan.stdio[3] = dev_null;
-  plan.program = "/bin/true";
-  plan.argv = {"true"};
-  plan.env = {"PATH=/usr/bin:/bin"};
-  plan.seccomp = filter.program();
-  const auto t0 = steady::now();
-  auto started = start_sandbox(host, plan);
-  if (!started) {
-    error = started.error();
-    return 0;
-  }
-  int status = 0;
-  ::waitpid(started->pid, &status, 0);
-  const int64_t ns = since_ns(t0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) error = "the sandbox did not exit 0";
-  return ns;
-}
-
-// Interleaved, one of each per round, so that load from elsewhere hits all three alike.
+// Interleaved, one of each per round, so that load from elsewhere hits both alike.
 std::vector<row> bin_true(driver& d, limit lim) {
   const std::vector<std::string> bwrap = {"/usr/bin/bwrap", "--unshare-all", "--die-with-parent",
                                           "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib",
                                           "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
                                           "--proc", "/proc", "--dev", "/dev", "/bin/true"};
-  std::vector<row> rows = {{.name = "/bin/true in bwrap --unshare-all"},
-                           {.name = "/bin/true via start_sandbox (no cgroup)"},
-                           {.name = "/bin/true as an exec function"}};
-  sandbox_host host({.staging = fs::temp_directory_path() / "fnmesh-sandbox-bench-raw"});
-  auto filter = seccomp_filter::build();
-  if (!filter) rows[1].error = "seccomp: " + filter.error().message();
+  std::vector<row> rows = {{.name = "/bin/true in bwrap --unshare-all"}, {.name = "/bin/true as an exec function"}};
   const function_case exec_true{"", proto::Runtime::exec, "true", "/bin/true", source_dir() / "examples", ""};
   const auto t0 = steady::now();
   for (int i = -1; lim.more(i, t0); ++i) {
-    int64_t ns[3] = {};
+    int64_t ns[2] = {};
     if (rows[0].error.empty()) ns[0] = spawn_and_wait(bwrap, rows[0].error);
-    if (rows[1].error.empty()) ns[1] = start_sandbox_and_wait(host, *filter, rows[1].error);
-    if (rows[2].error.empty()) {
+    if (rows[1].error.empty()) {
       auto t = d.once(exec_true, "v1");
-      rows[2].error = failure_of(t.out, true);
-      ns[2] = t.ns;
+      rows[1].error = failure_of(t.out, true);
+      ns[1] = t.ns;
     }
     if (i >= 0)
-      for (int k = 0; k < 3; ++k) rows[size_t(k)].ns.push_back(ns[k]);
+      for (int k = 0; k < 2; ++k) rows[size_t(k)].ns.push_back(ns[k]);
   }
   for (auto& r : rows) std::sort(r.ns.begin(), r.ns.end());
   return rows;

@@ -63,6 +63,7 @@ class executor_test : public ::testing::Test {
     executor_options o;
     o.sandboxes = {.node_id = "executor-test-" + std::to_string(::getpid()) + "-" + std::to_string(++fixture),
                    .staging = std::filesystem::temp_directory_path() / ("fnmesh-executor-test-" + std::to_string(::getpid())),
+                   .zygote = build_dir() / "bin/fnmesh-zygote",
                    .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
                    .python_shim_dir = source_dir() / "node/runtimes/python",
                    .python_proto_dir = build_dir() / "python",
@@ -428,8 +429,8 @@ std::vector<std::string> sandbox_cpu_quotas() {
     if (!it->is_directory() || !it->path().parent_path().filename().string().starts_with(prefix)) continue;
     for (const char* file : {"cpu.cfs_quota_us", "cpu.max"}) {
       std::ifstream in(it->path() / file);
-      std::string quota;  // v2: "quota period"
-      if (in >> quota) out.push_back(quota);
+      std::string quota;  // v2: "quota period"; spare sandboxes (no function yet) have none
+      if (in >> quota && quota != "-1" && quota != "max") out.push_back(quota);
     }
   }
   return out;
