@@ -105,11 +105,11 @@ class launcher::zygote {
   };
 
   // A spare sandbox (the node's child) in the cgroup `cg`.
-  std::expected<made, std::string> make(const sandbox_cgroup& cg, bool host_network, bool background) {
+  std::expected<made, std::string> make(const sandbox_cgroup& cg, bool host_network) {
     flatbuffers::FlatBufferBuilder b(512);
     std::vector<flatbuffers::Offset<flatbuffers::String>> v1;
     for (const auto& d : cg.v1_dirs()) v1.push_back(b.CreateString(d));
-    b.Finish(p::CreateSpareRequest(b, host_network, b.CreateString(cg.v2_dir()), b.CreateVector(v1), background));
+    b.Finish(p::CreateSpareRequest(b, host_network, b.CreateString(cg.v2_dir()), b.CreateVector(v1)));
     std::lock_guard lock(mutex_);
     std::string last_error;
     for (int attempt = 0; attempt < 2; ++attempt) {
@@ -233,14 +233,14 @@ cgroup_limits launcher::limits_of(const p::FunctionSpec& spec) {
           .pids_max = spec.pids_max()};
 }
 
-std::expected<launcher::spare, std::string> launcher::make_spare(kind k, bool host_network, bool background) {
+std::expected<launcher::spare, std::string> launcher::make_spare(kind k, bool host_network) {
   if (!zygotes_[k]) return std::unexpected(std::string("no python zygote configured"));
   spare s;
   s.name = "sbx-" + std::to_string(++spares_made_);
   auto cg = cgroups_->create(s.name, {});
   if (!cg) return std::unexpected("cannot make the sandbox's cgroup: " + cg.error().message());
   s.cgroup = std::move(*cg);
-  auto made = zygotes_[k]->make(s.cgroup, host_network, background);
+  auto made = zygotes_[k]->make(s.cgroup, host_network);
   if (!made) return std::unexpected(made.error());
   s.pid = made->pid;
   s.control = std::move(made->control);
@@ -263,7 +263,7 @@ std::expected<launcher::spare, std::string> launcher::take_spare(kind k) {
       return s;
     }
   }
-  return make_spare(k, false, false);
+  return make_spare(k, false);
 }
 
 void launcher::discard(spare& s) {
@@ -281,7 +281,7 @@ void launcher::make_spares() {
         if (!used_[k] || spares_[k].size() + making_[k] >= opts_.spare_sandboxes) break;
         ++making_[k];
       }
-      auto s = make_spare(kind(k), false, true);
+      auto s = make_spare(kind(k), false);
       std::lock_guard lock(spares_mutex_);
       --making_[k];
       if (!s) break;  // the next launch makes its own and says why
@@ -295,7 +295,7 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   const bool warm = spec.runtime() != p::Runtime::exec;
   const bool host_network = spec.network() == p::NetworkPolicy::host;
   const kind k = spec.runtime() == p::Runtime::python3 ? python : plain;
-  auto taken = host_network ? make_spare(k, true, false) : take_spare(k);
+  auto taken = host_network ? make_spare(k, true) : take_spare(k);
   if (!taken) return std::unexpected(taken.error());
   spare& sp = *taken;
   auto fail = [&](std::string why) -> std::expected<launched_sandbox, std::string> {

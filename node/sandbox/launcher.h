@@ -81,8 +81,7 @@ class launcher {
     std::string name;
   };
 
-  // background: made ahead, with CPU time no one else wants.
-  std::expected<spare, std::string> make_spare(kind k, bool host_network, bool background);
+  std::expected<spare, std::string> make_spare(kind k, bool host_network);
   std::expected<spare, std::string> take_spare(kind k);
   static void discard(spare& s);
 

@@ -249,8 +249,6 @@ void prefault() {
   close_all_but({requests, replies});
   char asked = 0;
   if (::read(requests, &asked, 1) == 1) {
-    const sched_param normal{};
-    ::sched_setscheduler(0, SCHED_OTHER, &normal);  // made with idle CPU only (background)
     const std::string proc = "/proc/" + std::to_string(runtime);
     auto write_file = [](const std::string& path, const std::string& text) {
       int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
@@ -311,8 +309,6 @@ std::vector<char*> pointers(const flatbuffers::Vector<flatbuffers::Offset<flatbu
   const int control = p.control_fd;
   received_assignment r;
   if (!receive_assignment(control, r)) ::_exit(0);  // discarded unused
-  const sched_param normal{};
-  ::sched_setscheduler(0, SCHED_OTHER, &normal);  // made with idle CPU only (background)
   const auto* a = proto::verified<proto::SpareAssignment>(r.message);
   if (!a || r.fds[4] < 0 || std::any_of(r.fds, r.fds + 4, [](int fd) { return fd < 0; }))
     fail(control, phase_assignment, EINVAL);

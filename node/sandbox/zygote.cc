@@ -1,7 +1,6 @@
 #include "node/sandbox/zygote.h"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <linux/sched.h>
 #include <sys/socket.h>
@@ -78,11 +77,7 @@ int serve_zygote(const zygote_options& opts) {
     plan.cgroup_v2_dir = cgroup.get();
     if (req->cgroup_v1_dirs())
       for (const auto* d : *req->cgroup_v1_dirs()) plan.cgroup_v1_dirs.emplace_back(p::view(d));
-    // A spare made ahead is set up with idle CPU only; it runs as any process once assigned.
-    const sched_param normal{};
-    if (req->background()) ::sched_setscheduler(0, SCHED_IDLE, &normal);
     auto spare = make_spare(host, plan, opts.runtime, CLONE_PARENT);
-    if (req->background()) ::sched_setscheduler(0, SCHED_OTHER, &normal);
     if (spare) reply(spare->pid, "", spare->control.get());
     else reply(0, spare.error(), -1);
   }

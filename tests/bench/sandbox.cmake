@@ -1,7 +1,7 @@
 # sandbox_bench: what a sandbox costs (issue 3), one table in one run: cold start p50/p99
 # for native, python3 and nodejs; warm node <-> sandbox round trips; /bin/true in
 # bubblewrap (the reference) and as an exec function, with the
-# ratios. Needs root and /usr/bin/bwrap; at most about 75 s (--quick: a fifth of that).
+# ratios. Needs root and /usr/bin/bwrap; at most about 90 s (--quick: a fifth of that).
 # Not a ctest test:
 #   cmake --build build --target sandbox_bench && build/bench/sandbox_bench [--quick]
 add_executable(sandbox_bench ${CMAKE_CURRENT_LIST_DIR}/sandbox_bench.cc)
