@@ -102,10 +102,29 @@ def _result(inv_id, status, output, error, content_type):
 
 
 class Context:
-    """What a handler knows about its invocation."""
+    """What a handler knows about its invocation; fields are read from it when asked."""
 
-    __slots__ = ("invocation_id", "tenant", "function", "version", "deadline", "attempt",
-                 "trigger", "source", "content_type", "trace_id")
+    __slots__ = ("_inv", "_started", "_timeout_ns", "invocation_id")
+
+    def __init__(self, inv, invocation_id, started, timeout_ns):
+        self._inv = inv
+        self._started = started
+        self._timeout_ns = timeout_ns
+        self.invocation_id = invocation_id
+
+    tenant = property(lambda self: self._inv.text(_INV_TENANT))
+    function = property(lambda self: self._inv.text(_INV_FUNCTION))
+    version = property(lambda self: self._inv.text(_INV_VERSION))
+    source = property(lambda self: self._inv.text(_INV_SOURCE))
+    content_type = property(lambda self: self._inv.text(_INV_CONTENT_TYPE))
+    trace_id = property(lambda self: self._inv.text(_INV_TRACE_ID))
+    attempt = property(lambda self: self._inv.scalar(_INV_ATTEMPT, "<I"))
+    trigger = property(lambda self: _TRIGGERS.get(self._inv.scalar(_INV_TRIGGER, "<B"), "cli"))
+
+    @property
+    def deadline(self):
+        """Unix ns by which the node stops this invocation."""
+        return self._inv.scalar(_INV_DEADLINE, "<q") or self._started + self._timeout_ns
 
     def remaining_ms(self):
         """Milliseconds left before the node stops this invocation."""
@@ -142,16 +161,24 @@ def _send(sock, frame):
         sock.sendall(rest)
 
 
-def _read_exact(sock, n):
-    data = bytearray(n)
-    view = memoryview(data)
-    got = 0
-    while got < n:
-        r = sock.recv_into(view[got:], n - got)
-        if r == 0:
-            return None
-        got += r
-    return data
+def _frames(sock, poller):
+    """The frames the node sends, one at a time; ends on EOF. One recv reads a whole
+    frame as the node writes it."""
+    pending = bytearray()
+    chunk = bytearray(64 * 1024)
+    while True:
+        while len(pending) >= 4:
+            end = 4 + _HEADER.unpack_from(pending, 0)[0]
+            if len(pending) < end:
+                break
+            frame = bytes(pending[4:end])
+            del pending[:end]
+            yield frame
+        poller.poll()
+        n = sock.recv_into(chunk)
+        if not n:
+            return
+        pending += memoryview(chunk)[:n]
 
 
 def _load(handler):
@@ -196,32 +223,13 @@ def serve(handler):
     # also woken each time the node drains the reply it sent, a wasted wake-up.
     poller = select.poll()
     poller.register(3, select.POLLIN)
-    while True:
-        poller.poll()
-        header = _read_exact(sock, 4)
-        if header is None:
-            return 0
-        (size,) = _HEADER.unpack(header)
-        buf = _read_exact(sock, size)
-        if buf is None:
-            return 0
-        started = time.time_ns()
+    for buf in _frames(sock, poller):
         inv = _Table(buf)
         inv_id = inv.vector(_INV_ID)
         if init_error is not None:
             _send(sock, _result(inv_id, Status.error, b"", init_error, ""))
             continue
-        ctx = Context()
-        ctx.invocation_id = inv_id.decode("utf-8", "replace")
-        ctx.tenant = inv.text(_INV_TENANT)
-        ctx.function = inv.text(_INV_FUNCTION)
-        ctx.version = inv.text(_INV_VERSION)
-        ctx.deadline = inv.scalar(_INV_DEADLINE, "<q") or started + timeout_ns
-        ctx.attempt = inv.scalar(_INV_ATTEMPT, "<I")
-        ctx.trigger = _TRIGGERS.get(inv.scalar(_INV_TRIGGER, "<B"), "cli")
-        ctx.source = inv.text(_INV_SOURCE)
-        ctx.content_type = inv.text(_INV_CONTENT_TYPE)
-        ctx.trace_id = inv.text(_INV_TRACE_ID)
+        ctx = Context(inv, inv_id.decode("utf-8", "replace"), time.time_ns(), timeout_ns)
         try:
             output, content_type = _encode(fn(_event(inv.vector(_INV_PAYLOAD)), ctx))
             status, error = Status.ok, ""
@@ -230,6 +238,7 @@ def serve(handler):
             status, error = Status.error, traceback.format_exc()
             print(error, file=sys.stderr, flush=True)
         _send(sock, _result(inv_id, status, output, error, content_type))
+    return 0
 
 
 if __name__ == "__main__":
