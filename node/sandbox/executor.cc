@@ -457,7 +457,6 @@ struct executor::impl {
       starts_.run([this, id = w.id, req = std::move(req)] {
         auto started = std::make_shared<std::expected<launched_sandbox, std::string>>(launcher_.launch(req));
         post([this, id, started] { on_started(id, std::move(*started)); });
-        launcher_.make_spares();
       });
     });
     return w;
@@ -901,7 +900,11 @@ struct executor::impl {
         a->second.push_back(&w);
       }
     }
+    const bool cold = j.out.cold_start;
     if (j.w.done) j.w.done(std::move(j.out));
+    // The spare a cold start took is made again once its first invocation is done, so
+    // that making it does not take CPU from that invocation.
+    if (cold && !draining_) arena_.execute([&] { starts_.run([this] { launcher_.make_spares(); }); });
     check_drained();
   }
 
