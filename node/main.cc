@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "common/log.h"
+#include "node/check.h"
 #include "node/node.h"
 
 int main(int argc, char** argv) {
@@ -43,7 +44,14 @@ int main(int argc, char** argv) {
   app.add_option("--nodejs-shim", sandboxes.nodejs_shim, "the nodejs runtime's shim.js")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  bool check = false;
+  app.add_flag("--check", check, "print what this machine supports (BTF, BPF, cgroups, seccomp, user namespaces) and exit");
   CLI11_PARSE(app, argc, argv);
+  if (check) {
+    const auto c = fnmesh::node::check_machine();
+    std::fputs(c.text.c_str(), stdout);
+    return c.can_run ? 0 : 1;
+  }
 
   if (!fnmesh::set_log_level(log_level)) {
     std::fprintf(stderr, "fnmesh-node: unknown log level '%s'\n", log_level.c_str());
