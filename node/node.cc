@@ -233,7 +233,7 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
         b.CreateString(inv.function), b.CreateString(opts_.node_id), seq, wall_ns,
         out.cpu_user_ns, out.cpu_system_ns, out.peak_memory_bytes, memory_limit, 0, 0,
         out.cold_start, std::max<int64_t>(1, (wall_ns + 999'999) / 1'000'000),
-        p::AccountingSource::cgroup, inv.trigger);
+        out.source, inv.trigger);
     b.Finish(p::CreateCompletion(b, result, usage));
     return p::bytes(b);
   });

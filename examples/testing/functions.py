@@ -47,3 +47,12 @@ def hog(event, ctx):
     for i in range(0, len(block), 4096):
         block[i] = 1
     return {"mb": mb}
+
+
+def burn(event, ctx):
+    """Spins until it used event["ms"] of CPU time; returns the CPU time it measured."""
+    ms = event.get("ms", 100) if isinstance(event, dict) else 100
+    start = time.process_time_ns()
+    while time.process_time_ns() - start < ms * 1_000_000:
+        pass
+    return {"cpu_ns": time.process_time_ns() - start}

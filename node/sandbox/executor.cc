@@ -28,6 +28,9 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
+#ifdef FNMESH_HAVE_BPF
+#include "node/bpf/cpu_meter.h"
+#endif
 
 namespace fnmesh::node {
 namespace {
@@ -41,7 +44,7 @@ constexpr int64_t cgroup_retry_ns = 50'000'000;
 // A new sandbox runs with launcher::start_cpus until its first invocation ends, or this long.
 constexpr int64_t start_boost_ns = 2'000'000'000;
 
-enum class fd_role : uint64_t { sock = 0, out = 1, err = 2, pidfd = 3, in = 4, wake = 7 };
+enum class fd_role : uint64_t { sock = 0, out = 1, err = 2, pidfd = 3, in = 4, meter = 6, wake = 7 };
 
 uint64_t tag(uint64_t worker_id, fd_role role) { return (worker_id << 3) | uint64_t(role); }
 
@@ -112,6 +115,10 @@ struct executor::impl {
     int64_t idle_since_mono = 0;
     int64_t boost_until_mono = 0;    // 0 = the function's own CPU share is in force
     cpu_time cpu;                    // the cgroup's CPU time at the end of the last invocation
+    uint64_t cgroup_id = 0;          // watched by the meter (0: no meter)
+    int64_t meter_ns = 0;            // the meter's figure at the end of the last invocation
+    int64_t budget_ns = 0;           // the running invocation's CPU budget, when armed
+    int64_t armed_at_ns = 0;         // the meter's figure when it was armed
     int64_t reply_ewma_ns = 0;       // warm round trips, smoothed
     std::vector<uint8_t> rbuf;
     size_t rlen = 0;
@@ -129,6 +136,8 @@ struct executor::impl {
 
   executor_options opts_;
   std::shared_ptr<spdlog::logger> log_ = logger("sandbox");
+  // Null without BPF (a shared_ptr: the type is complete only where BPF is built).
+  std::shared_ptr<cpu_meter> meter_ = open_meter();  // before the launcher, which uses it
   launcher launcher_;
   unique_fd epoll_, wake_;
   std::thread thread_;
@@ -172,13 +181,19 @@ struct executor::impl {
     warm_.fetch_add(size_t(delta), std::memory_order_relaxed);
   }
 
-  explicit impl(executor_options opts) : opts_(std::move(opts)), launcher_(opts_.sandboxes) {
+  explicit impl(executor_options opts) : opts_(std::move(opts)), launcher_(with_meter(opts_.sandboxes)) {
     epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!epoll_) throw sys_failure("epoll_create1");
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_) throw sys_failure("eventfd");
     epoll_event ev{.events = EPOLLIN, .data = {.u64 = uint64_t(fd_role::wake)}};
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) throw sys_failure("epoll_ctl");
+#ifdef FNMESH_HAVE_BPF
+    if (meter_) {
+      epoll_event kills{.events = EPOLLIN, .data = {.u64 = uint64_t(fd_role::meter)}};
+      if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, meter_->events_fd(), &kills) != 0) throw sys_failure("epoll_ctl");
+    }
+#endif
     thread_ = std::thread([this] { loop(); });
   }
 
@@ -189,6 +204,28 @@ struct executor::impl {
     }
     wake();
     if (thread_.joinable()) thread_.join();
+  }
+
+  // The BPF meter, or null (not built, turned off, or it does not load here: said once).
+  std::shared_ptr<cpu_meter> open_meter() {
+#ifdef FNMESH_HAVE_BPF
+    if (!opts_.bpf) return nullptr;
+    auto m = cpu_meter::open({});
+    if (m) {
+      log_->info("CPU is counted by the BPF meter; CPU budgets are enforced in the kernel");
+      return std::shared_ptr<cpu_meter>(std::move(*m));
+    }
+    log_->warn("the BPF meter does not load ({}): CPU comes from cgroups, budgets are not enforced",
+               m.error().message());
+#else
+    if (opts_.bpf) log_->warn("built without BPF (FNMESH_BPF=OFF): CPU comes from cgroups");
+#endif
+    return nullptr;
+  }
+
+  launcher_options with_meter(launcher_options o) {
+    o.meter = meter_.get();
+    return o;
   }
 
   void wake() {
@@ -262,6 +299,10 @@ struct executor::impl {
       uint64_t v;
       [[maybe_unused]] auto r = ::read(wake_.get(), &v, sizeof v);
       wake_pending_.store(false, std::memory_order_seq_cst);
+      return;
+    }
+    if (role == fd_role::meter) {
+      on_cpu_kills();
       return;
     }
     auto it = workers_.find(ev.data.u64 >> 3);
@@ -414,7 +455,10 @@ struct executor::impl {
     if (w.runtime != proto::Runtime::exec && !cold && w.reply_ewma_ns < spin_ns_)
       spin_until_mono_ = std::max(spin_until_mono_, now + spin_ns_);
     store_le32(j.header, uint32_t(j.w.invocation.size()));
-    if (!cold) w.cgroup.reset_peak();  // the peak read at the end is this invocation's
+    if (!cold) {
+      w.cgroup.reset_peak();  // the peak read at the end is this invocation's
+      arm_budget(w);
+    }
     w.idle_since_mono = 0;
     ++busy_;
   }
@@ -491,6 +535,8 @@ struct executor::impl {
     w.cgroup = std::move(started->cgroup);
     w.cpu = started->cpu_at_start;
     w.name = std::move(started->name);
+    w.cgroup_id = started->cgroup_id;
+    w.meter_ns = started->meter_ns_at_start;
     w.sock_open = bool(w.sock);
     w.boost_until_mono = mono_now_ns() + start_boost_ns;
     if (w.sock) watch(w, w.sock, fd_role::sock, EPOLLIN);
@@ -507,6 +553,7 @@ struct executor::impl {
     if (!w.current) return;
     w.current->out.worker_pid = w.pid;
     w.current->out.sandbox = w.name;
+    arm_budget(w);
     if (w.runtime == proto::Runtime::exec) {
       if (!w.current->payload.empty()) write_stdin(w);
       else unwatch(w.in);
@@ -684,6 +731,75 @@ struct executor::impl {
     out.cpu_system_ns = std::max<int64_t>(0, cpu.system_ns - w.cpu.system_ns);
     w.cpu = cpu;
     out.peak_memory_bytes = w.cgroup.peak_memory_bytes();
+    if (auto now = meter_ns(w)) {
+      // The meter's total is exact; the cgroup's split of it into user and system is
+      // sampled at ticks, so it only apportions the total.
+      const int64_t total = std::max<int64_t>(0, *now - w.meter_ns);
+      const int64_t sampled = out.cpu_user_ns + out.cpu_system_ns;
+      out.cpu_system_ns = sampled > 0 ? int64_t(double(total) * double(out.cpu_system_ns) / double(sampled)) : 0;
+      out.cpu_user_ns = total - out.cpu_system_ns;
+      out.source = proto::AccountingSource::bpf;
+      w.meter_ns = *now;
+    }
+  }
+
+  // ---- CPU budgets (the BPF meter) ----
+
+  std::optional<int64_t> meter_ns(const worker& w) const {
+#ifdef FNMESH_HAVE_BPF
+    if (meter_ && w.cgroup_id)
+      if (auto ns = meter_->cpu_ns(w.cgroup_id)) return *ns;
+#endif
+    (void)w;
+    return std::nullopt;
+  }
+
+  // The running invocation may use its timeout's worth of CPU at the share it runs under
+  // (its function's, or a whole CPU while it starts); past it the kernel kills it.
+  void arm_budget(worker& w) {
+#ifdef FNMESH_HAVE_BPF
+    if (!meter_ || !w.cgroup_id || !w.current) return;
+    const double cpus = w.boost_until_mono ? launcher::start_cpus
+                                           : launcher::limits_of(w.spec->spec()).cpus;
+    w.budget_ns = int64_t(double(std::chrono::duration_cast<std::chrono::nanoseconds>(w.current->w.timeout).count()) * cpus);
+    w.armed_at_ns = meter_ns(w).value_or(0);
+    if (w.budget_ns <= 0 || !meter_->arm(w.cgroup_id, w.budget_ns)) w.budget_ns = 0;
+#else
+    (void)w;
+#endif
+  }
+
+  void disarm_budget(worker& w) {
+#ifdef FNMESH_HAVE_BPF
+    if (w.budget_ns) (void)meter_->disarm(w.cgroup_id);
+#endif
+    w.budget_ns = 0;
+  }
+
+  // The running invocation used its whole CPU budget (the kernel killed it).
+  bool budget_spent(const worker& w) const {
+    auto now = meter_ns(w);
+    return w.budget_ns && now && *now - w.armed_at_ns >= w.budget_ns;
+  }
+
+  std::string cpu_limit_text(const worker& w) const {
+    return "CPU limit: the invocation used its budget of " + std::to_string(w.budget_ns / 1'000'000) + " ms of CPU";
+  }
+
+  // The kernel killed processes of sandboxes past their budgets.
+  void on_cpu_kills() {
+#ifdef FNMESH_HAVE_BPF
+    std::vector<uint64_t> killed;
+    meter_->drain([&](const cpu_kill& k) { killed.push_back(k.cgroup_id); });
+    for (uint64_t id : killed)
+      for (auto& [wid, w] : workers_)
+        if (w->cgroup_id == id && w->current && w->budget_ns) {
+          read_usage(*w, w->current->out);
+          kill_worker(*w);
+          finish(*w, proto::Status::cpu_limit, cpu_limit_text(*w));
+          break;
+        }
+#endif
   }
 
   std::string out_of_memory_text(const worker& w) const {
@@ -808,6 +924,8 @@ struct executor::impl {
       std::string t = tail(w);
       if (w.cgroup.oom_killed()) {
         finish(w, proto::Status::out_of_memory, out_of_memory_text(w));
+      } else if (budget_spent(w)) {
+        finish(w, proto::Status::cpu_limit, cpu_limit_text(w));
       } else if (w.runtime == proto::Runtime::exec) {
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && !w.stdout_over) {
           j.out.output = std::move(w.stdout_buf);
@@ -860,6 +978,9 @@ struct executor::impl {
         if (!cgroup_retry_mono_) cgroup_retry_mono_ = mono_now_ns() + cgroup_retry_ns;
       }
     }
+#ifdef FNMESH_HAVE_BPF
+    if (w.cgroup_id) (void)meter_->unwatch(w.cgroup_id);
+#endif
     workers_.erase(w.id);
     check_drained();
   }
@@ -883,6 +1004,7 @@ struct executor::impl {
 
   // Completes the sandbox's current job; an ok warm sandbox goes back to the pool.
   void finish(worker& w, proto::Status status, std::string error) {
+    disarm_budget(w);
     if (w.boost_until_mono) end_boost(w);
     job j = std::move(*w.current);
     w.current.reset();

@@ -37,6 +37,9 @@ struct executor_options {
   std::chrono::microseconds spin{0};
   // Each line a sandbox prints (loop thread; the views last for the call).
   std::function<void(const broker::log_line&)> on_log;
+  // Count CPU with the BPF meter (node/bpf), where it loads: exact, and each invocation's
+  // CPU budget (its timeout x its CPU share) is enforced by the kernel. Else cgroups.
+  bool bpf = true;
 };
 
 // What one invocation did, as the node reports it.
@@ -48,9 +51,11 @@ struct outcome {
   bool cold_start = false;
   int64_t started_ns = 0;            // unix ns
   int64_t finished_ns = 0;
-  // Usage, accounting source cgroup: the CPU time and peak memory of every process in the
-  // sandbox's cgroup during the invocation (the peak is reset before each warm invocation;
-  // a cold start's includes the runtime's start-up).
+  // Usage: the CPU time and peak memory of every process in the sandbox during the
+  // invocation (the peak is reset before each warm invocation; a cold start's includes the
+  // runtime's start-up). CPU from the BPF meter (source bpf: its total, split into user
+  // and system as the cgroup saw it) or from the cgroup (source cgroup).
+  proto::AccountingSource source = proto::AccountingSource::cgroup;
   int64_t cpu_user_ns = 0;
   int64_t cpu_system_ns = 0;
   int64_t peak_memory_bytes = 0;

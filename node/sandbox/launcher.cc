@@ -14,6 +14,9 @@
 #include <stdexcept>
 
 #include "flatbuffers/proto.h"
+#ifdef FNMESH_HAVE_BPF
+#include "node/bpf/cpu_meter.h"
+#endif
 
 namespace fnmesh::node {
 namespace {
@@ -240,6 +243,13 @@ std::expected<launcher::spare, std::string> launcher::make_spare(kind k, bool ho
   auto cg = cgroups_->create(s.name, {});
   if (!cg) return std::unexpected("cannot make the sandbox's cgroup: " + cg.error().message());
   s.cgroup = std::move(*cg);
+#ifdef FNMESH_HAVE_BPF
+  // Watched before its first task is born: the meter counts every task from its birth.
+  if (opts_.meter) {
+    auto id = cgroup_id(s.cgroup.v2_fd());
+    if (id && opts_.meter->watch(*id)) s.cgroup_id = *id;
+  }
+#endif
   auto made = zygotes_[k]->make(s.cgroup, host_network);
   if (!made) return std::unexpected(made.error());
   s.pid = made->pid;
@@ -271,6 +281,9 @@ void launcher::discard(spare& s) {
   if (s.pid > 0) ::waitpid(s.pid, nullptr, 0);
   s.pid = 0;
   (void)s.cgroup.remove();
+#ifdef FNMESH_HAVE_BPF
+  if (s.cgroup_id) (void)opts_.meter->unwatch(std::exchange(s.cgroup_id, 0));
+#endif
 }
 
 void launcher::make_spares() {
@@ -352,11 +365,15 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
     a.program = a.argv[0].starts_with('/') ? a.argv[0] : "/var/task/" + a.argv[0];
   }
   s.cpu_at_start = sp.cgroup.cpu();
+#ifdef FNMESH_HAVE_BPF
+  if (sp.cgroup_id) s.meter_ns_at_start = opts_.meter->cpu_ns(sp.cgroup_id).value_or(0);
+#endif
   if (auto ok = assign(sp.control.get(), a); !ok) return fail("cannot start the sandbox: " + ok.error());
   s.pid = std::exchange(sp.pid, 0);
   s.pidfd = std::move(sp.pidfd);
   s.cgroup = std::move(sp.cgroup);
   s.name = std::move(sp.name);
+  s.cgroup_id = std::exchange(sp.cgroup_id, 0);
   return s;
 }
 

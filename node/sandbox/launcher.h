@@ -24,6 +24,8 @@
 
 namespace fnmesh::node {
 
+class cpu_meter;  // node/bpf/cpu_meter.h, where BPF is built
+
 struct launcher_options {
   size_t spare_sandboxes = 2;                // kept ready per zygote in use (0: each cold start makes one)
   std::string node_id;                       // names the node's cgroup directories: fnmesh-<node_id>
@@ -34,6 +36,7 @@ struct launcher_options {
   std::filesystem::path python_proto_dir;    // generated fnmesh.proto package
   std::filesystem::path nodejs_shim;         // node/runtimes/nodejs/shim.js
   std::filesystem::path nodejs = "/usr/bin/node";
+  cpu_meter* meter = nullptr;                // counts each sandbox's CPU from its birth, if set
 };
 
 struct launch_request {
@@ -49,6 +52,8 @@ struct launched_sandbox {
   sandbox_cgroup cgroup;
   std::string name;                          // its cgroup directory's
   cpu_time cpu_at_start;                     // its cgroup's CPU time when it was assigned
+  uint64_t cgroup_id = 0;                    // watched by the meter (0: no meter)
+  int64_t meter_ns_at_start = 0;             // the meter's figure when it was assigned
 };
 
 class launcher {
@@ -79,11 +84,12 @@ class launcher {
     unique_fd pidfd, control;
     sandbox_cgroup cgroup;
     std::string name;
+    uint64_t cgroup_id = 0;  // watched by the meter
   };
 
   std::expected<spare, std::string> make_spare(kind k, bool host_network);
   std::expected<spare, std::string> take_spare(kind k);
-  static void discard(spare& s);
+  void discard(spare& s);
 
   launcher_options opts_;
   std::unique_ptr<cgroup_tree> cgroups_;

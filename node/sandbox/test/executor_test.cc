@@ -14,6 +14,8 @@
 #include <string>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/support/function_spec.h"
 
 namespace fnmesh::node {
@@ -450,6 +452,63 @@ TEST_F(executor_test, a_sandbox_starts_with_a_whole_cpu_then_runs_on_its_share) 
   auto o = f.get();
   ASSERT_EQ(o.status, proto::Status::ok) << o.error;
   EXPECT_EQ(sandbox_cpu_quotas(), std::vector<std::string>{"7236"});    // then 128 / 1769 of one
+}
+
+// Issue 4: what an invocation used, counted by the BPF meter (the cgroup's figures where
+// BPF is not built or turned off).
+class cpu_metering : public executor_test {
+ protected:
+  // One whole CPU (1769 MB), so that 300 ms of CPU take 300 ms.
+  broker::function_ptr burner_ = test::function_record_of({.name = "burn",
+                                                           .tenant = "test",
+                                                           .runtime = proto::Runtime::python3,
+                                                           .handler = "functions.burn",
+                                                           .memory_mb = 1769,
+                                                           .timeout_s = 5});
+
+  int64_t cpu_of(const outcome& o) { return o.cpu_user_ns + o.cpu_system_ns; }
+};
+
+TEST_F(cpu_metering, an_invocation_is_billed_the_cpu_it_burned) {
+  ASSERT_EQ(invoke(burner_, examples_ / "testing", R"({"ms": 5})").status, proto::Status::ok);  // cold
+  auto o = invoke(burner_, examples_ / "testing", R"({"ms": 300})");
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  const int64_t burned = nlohmann::json::parse(output_text(o))["cpu_ns"].get<int64_t>();
+#ifdef FNMESH_HAVE_BPF
+  EXPECT_EQ(o.source, proto::AccountingSource::bpf);
+#endif
+  // 300 ms +- 1 %, and never less than what the function itself saw.
+  EXPECT_NEAR(double(cpu_of(o)), 300e6, 3e6) << cpu_of(o) << " ns";
+  EXPECT_GE(cpu_of(o), burned);
+}
+
+TEST_F(cpu_metering, a_sleeping_invocation_is_billed_almost_no_cpu) {
+  auto fn = make_spec("sleepy", proto::Runtime::python3, "functions.sleepy");
+  ASSERT_EQ(invoke(fn, examples_ / "testing", R"({"ms": 1})").status, proto::Status::ok);  // cold
+  auto o = invoke(fn, examples_ / "testing", R"({"ms": 300})");
+  ASSERT_EQ(o.status, proto::Status::ok) << o.error;
+  EXPECT_GE(o.finished_ns - o.started_ns, 300'000'000);
+  EXPECT_LT(cpu_of(o), 5'000'000) << cpu_of(o) << " ns";
+}
+
+TEST_F(cpu_metering, without_bpf_the_cgroup_counts_within_its_looser_bounds) {
+  auto o = options();
+  o.bpf = false;
+  executor cgroup_only(o);
+  auto run = [&](std::string_view payload) {
+    std::promise<outcome> p;
+    cgroup_only.run(work{.function = burner_,
+                         .code_dir = examples_ / "testing",
+                         .invocation = make_invocation("burn", payload),
+                         .timeout = std::chrono::seconds(10),
+                         .done = [&](outcome&& out) { p.set_value(std::move(out)); }});
+    return p.get_future().get();
+  };
+  ASSERT_EQ(run(R"({"ms": 5})").status, proto::Status::ok);
+  auto out = run(R"({"ms": 300})");
+  ASSERT_EQ(out.status, proto::Status::ok) << out.error;
+  EXPECT_EQ(out.source, proto::AccountingSource::cgroup);
+  EXPECT_NEAR(double(cpu_of(out)), 300e6, 15e6) << cpu_of(out) << " ns";  // +- 5 %
 }
 
 }  // namespace
