@@ -243,7 +243,7 @@ bool parse_function(checker& c, const YAML::Node& key, const YAML::Node& n, cons
     return c.fail(key, field, "function names are 1-63 of [a-z0-9-], starting with a letter or digit");
   if (!n.IsMap()) return c.fail(n, field, "must be a map of settings (runtime, handler, ...), got " + describe(n));
   if (!c.keys(n, field,
-              {"runtime", "handler", "memory", "timeout", "concurrency", "tmp", "pids", "env", "network", "retries",
+              {"runtime", "handler", "memory", "timeout", "concurrency", "tmp", "pids", "cpu_budget_ms", "env", "network", "retries",
                "labels", "triggers"}))
     return false;
 
@@ -274,6 +274,9 @@ bool parse_function(checker& c, const YAML::Node& key, const YAML::Node& n, cons
   if (n["retries"] && !c.uint_in(n["retries"], field + ".retries", 0, 10, "", d.retries)) return false;
   if (n["tmp"] && !c.uint_in(n["tmp"], field + ".tmp", 1, 10240, "MB", d.tmp_mb)) return false;
   if (n["pids"] && !c.uint_in(n["pids"], field + ".pids", 16, 32768, "", d.pids)) return false;
+  if (n["cpu_budget_ms"] &&
+      !c.uint_in(n["cpu_budget_ms"], field + ".cpu_budget_ms", 1, 5'400'000, "ms", d.cpu_budget_ms))  // 900 s x 6 vCPUs
+    return false;
   if (n["env"]) {
     if (!c.text_map(n["env"], field + ".env", d.env)) return false;
     for (auto it = n["env"].begin(); it != n["env"].end(); ++it)
@@ -435,6 +438,7 @@ std::vector<uint8_t> encode_spec(const function_def& def, std::string_view code_
   spec.add_code_digest(digest);
   spec.add_tmp_mb(def.tmp_mb);
   spec.add_pids_max(def.pids);
+  spec.add_cpu_budget_ms(def.cpu_budget_ms);
   b.Finish(spec.Finish());
   return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }

@@ -34,6 +34,7 @@ struct function_def {
   uint32_t concurrency = 0;  // 0 = unlimited
   uint32_t tmp_mb = 512;     // the sandbox's /tmp
   uint32_t pids = 256;       // processes and threads in the sandbox
+  uint32_t cpu_budget_ms = 0;  // CPU an invocation may use; 0 = timeout x its CPU share
   std::map<std::string, std::string> env;
   proto::NetworkPolicy network = proto::NetworkPolicy::none;
   std::vector<std::string> allow;  // when network is an allow-list

@@ -754,14 +754,17 @@ struct executor::impl {
     return std::nullopt;
   }
 
-  // The running invocation may use its timeout's worth of CPU at the share it runs under
-  // (its function's, or a whole CPU while it starts); past it the kernel kills it.
+  // The running invocation may use its function's cpu_budget_ms, by default its timeout's
+  // worth of CPU at the share it runs under (its function's, or a whole CPU while it
+  // starts); past it the kernel kills it.
   void arm_budget(worker& w) {
 #ifdef FNMESH_HAVE_BPF
     if (!meter_ || !w.cgroup_id || !w.current) return;
     const double cpus = w.boost_until_mono ? launcher::start_cpus
                                            : launcher::limits_of(w.spec->spec()).cpus;
-    w.budget_ns = int64_t(double(std::chrono::duration_cast<std::chrono::nanoseconds>(w.current->w.timeout).count()) * cpus);
+    const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(w.current->w.timeout).count();
+    const uint32_t set_ms = w.spec->spec().cpu_budget_ms();
+    w.budget_ns = set_ms ? int64_t(set_ms) * 1'000'000 : int64_t(double(timeout) * cpus);
     w.armed_at_ns = meter_ns(w).value_or(0);
     if (w.budget_ns <= 0 || !meter_->arm(w.cgroup_id, w.budget_ns)) w.budget_ns = 0;
 #else

@@ -15,7 +15,8 @@ std::vector<uint8_t> encode_spec(const function_fields& f) {
   b.Finish(proto::CreateFunctionSpecDirect(
       b, f.name.c_str(), f.version.c_str(), f.tenant.c_str(), f.runtime, f.handler.c_str(),
       f.memory_mb, f.timeout_s, f.concurrency, env.empty() ? nullptr : &env,
-      f.network, nullptr, f.retries, nullptr, triggers, nullptr, f.tmp_mb, f.pids_max));
+      f.network, nullptr, f.retries, nullptr, triggers, nullptr, f.tmp_mb, f.pids_max,
+      f.cpu_budget_ms));
   return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
 }
 

@@ -27,6 +27,7 @@ struct function_fields {
   proto::NetworkPolicy network = proto::NetworkPolicy::none;
   uint32_t tmp_mb = 512;
   uint32_t pids_max = 256;
+  uint32_t cpu_budget_ms = 0;
   bool http = true;
   std::vector<std::string> events;  // subjects under fnmesh.events.
 };

@@ -18,6 +18,7 @@ functions:
     concurrency: 10
     tmp: 2048
     pids: 64
+    cpu_budget_ms: 1500
     env: {QUALITY: "80", MODE: fast}
     network: [api.example.com:443, 10.0.0.0/8]
     retries: 1
@@ -50,6 +51,7 @@ TEST(manifest, parses_every_field) {
   EXPECT_EQ(r.memory_mb, 256u);
   EXPECT_EQ(r.tmp_mb, 2048u);
   EXPECT_EQ(r.pids, 64u);
+  EXPECT_EQ(r.cpu_budget_ms, 1500u);
   EXPECT_EQ(r.timeout_s, 30u);
   EXPECT_EQ(r.concurrency, 10u);
   EXPECT_EQ(r.env.at("QUALITY"), "80");
@@ -88,6 +90,7 @@ TEST(manifest, encodes_a_verifiable_spec) {
   EXPECT_EQ(spec->memory_mb(), 256u);
   EXPECT_EQ(spec->tmp_mb(), 2048u);
   EXPECT_EQ(spec->pids_max(), 64u);
+  EXPECT_EQ(spec->cpu_budget_ms(), 1500u);
   EXPECT_EQ(spec->timeout_s(), 30u);
   EXPECT_EQ(spec->retries(), 1u);
   EXPECT_EQ(spec->network(), proto::NetworkPolicy::allow_list);

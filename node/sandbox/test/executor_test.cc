@@ -491,6 +491,28 @@ TEST_F(cpu_metering, a_sleeping_invocation_is_billed_almost_no_cpu) {
   EXPECT_LT(cpu_of(o), 5'000'000) << cpu_of(o) << " ns";
 }
 
+#ifdef FNMESH_HAVE_BPF
+TEST_F(cpu_metering, a_cpu_budget_stops_a_spinning_function_in_the_kernel) {
+  auto spinner = test::function_record_of({.name = "spin",
+                                           .tenant = "test",
+                                           .runtime = proto::Runtime::python3,
+                                           .handler = "functions.burn",
+                                           .memory_mb = 1769,
+                                           .timeout_s = 5,
+                                           .cpu_budget_ms = 100});
+  ASSERT_EQ(invoke(spinner, examples_ / "testing", R"({"ms": 5})").status, proto::Status::ok);
+  auto o = invoke(spinner, examples_ / "testing", R"({"ms": 10000})");
+  EXPECT_EQ(o.status, proto::Status::cpu_limit) << o.error;
+  EXPECT_NE(o.error.find("100 ms"), std::string::npos) << o.error;
+  EXPECT_GE(cpu_of(o), 100'000'000);
+  EXPECT_LE(cpu_of(o), 110'000'000) << cpu_of(o) << " ns";
+  // Under its budget a function runs as ever, in a new sandbox.
+  auto next = invoke(spinner, examples_ / "testing", R"({"ms": 20})");
+  EXPECT_EQ(next.status, proto::Status::ok) << next.error;
+  EXPECT_TRUE(next.cold_start);
+}
+#endif
+
 TEST_F(cpu_metering, without_bpf_the_cgroup_counts_within_its_looser_bounds) {
   auto o = options();
   o.bpf = false;
