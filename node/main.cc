@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   app.add_option("--nodejs-shim", sandboxes.nodejs_shim, "the nodejs runtime's shim.js")
       ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  bool no_bpf = false;
+  app.add_flag("--no-bpf", no_bpf, "count CPU with cgroups, not the BPF meter (no kernel-enforced CPU budgets)");
   bool check = false;
   app.add_flag("--check", check, "print what this machine supports (BTF, BPF, cgroups, seccomp, user namespaces) and exit");
   CLI11_PARSE(app, argc, argv);
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
   }
   opts.memory_bytes = int64_t(memory_mb) << 20;
   opts.keep_warm = std::chrono::seconds(keep_warm_s);
+  opts.runtime.bpf = !no_bpf;
 
   // Every thread inherits this mask, so SIGTERM/SIGINT reach only sigwait below.
   sigset_t stop_signals;
