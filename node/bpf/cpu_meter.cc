@@ -123,9 +123,9 @@ result<int64_t> cpu_meter::cpu_ns(uint64_t cgroup_id) const {
   return static_cast<int64_t>(u.ns);
 }
 
-result<void> cpu_meter::arm(uint64_t cgroup_id, int64_t budget_ns) {
+result<void> cpu_meter::arm(uint64_t cgroup_id, int64_t budget_ns, std::optional<int64_t> counted_ns) {
   if (budget_ns <= 0) return fail_errno(EINVAL);
-  auto now = cpu_ns(cgroup_id);
+  auto now = counted_ns ? result<int64_t>(*counted_ns) : cpu_ns(cgroup_id);
   if (!now) return std::unexpected(now.error());
   cpu_budget b{.armed_at = static_cast<__u64>(*now),
                .kill_at = static_cast<__u64>(*now + budget_ns),

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -78,9 +79,10 @@ class cpu_meter {
   // (ENOENT if not watched).
   result<int64_t> cpu_ns(uint64_t cgroup_id) const;
 
-  // Kills the cgroup's running tasks once they use budget_ns (> 0) more CPU time than now,
-  // and sends one cpu_kill. Replaces an earlier arming.
-  result<void> arm(uint64_t cgroup_id, int64_t budget_ns);
+  // Kills the cgroup's running tasks once they use budget_ns (> 0) more CPU time than now
+  // (or than `counted_ns`, a cpu_ns() the caller just read: one system call less), and
+  // sends one cpu_kill. Replaces an earlier arming.
+  result<void> arm(uint64_t cgroup_id, int64_t budget_ns, std::optional<int64_t> counted_ns = std::nullopt);
   result<void> disarm(uint64_t cgroup_id);  // not armed is fine
 
   // Readable when drain() has events.

@@ -765,8 +765,10 @@ struct executor::impl {
     const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(w.current->w.timeout).count();
     const uint32_t set_ms = w.spec->spec().cpu_budget_ms();
     w.budget_ns = set_ms ? int64_t(set_ms) * 1'000'000 : int64_t(double(timeout) * cpus);
-    w.armed_at_ns = meter_ns(w).value_or(0);
-    if (w.budget_ns <= 0 || !meter_->arm(w.cgroup_id, w.budget_ns)) w.budget_ns = 0;
+    // From the figure read at the end of the last invocation (or when it was assigned):
+    // what ran since counts against this budget as it is billed to this invocation.
+    w.armed_at_ns = w.meter_ns;
+    if (w.budget_ns <= 0 || !meter_->arm(w.cgroup_id, w.budget_ns, w.armed_at_ns)) w.budget_ns = 0;
 #else
     (void)w;
 #endif
@@ -1007,7 +1009,6 @@ struct executor::impl {
 
   // Completes the sandbox's current job; an ok warm sandbox goes back to the pool.
   void finish(worker& w, proto::Status status, std::string error) {
-    disarm_budget(w);
     if (w.boost_until_mono) end_boost(w);
     job j = std::move(*w.current);
     w.current.reset();
@@ -1027,6 +1028,7 @@ struct executor::impl {
     }
     const bool cold = j.out.cold_start;
     if (j.w.done) j.w.done(std::move(j.out));
+    disarm_budget(w);  // after the caller has its outcome: not on its critical path
     // The spare a cold start took is made again once its first invocation is done, so
     // that making it does not take CPU from that invocation.
     if (cold && !draining_) arena_.execute([&] { starts_.run([this] { launcher_.make_spares(); }); });

@@ -66,8 +66,8 @@ executor_options options(std::chrono::microseconds spin = {}, bool bpf = true) {
 
 void round_trip(benchmark::State& state, proto::Runtime runtime, const char* name, const char* handler,
                 const std::filesystem::path& code_dir, std::string_view payload) {
-  // Argument: the loop's spin before blocking, in microseconds.
-  executor exec(options(std::chrono::microseconds(state.range(0))));
+  // Arguments: the loop's spin before blocking, in microseconds; BPF meter on (1) or off.
+  executor exec(options(std::chrono::microseconds(state.range(0)), state.range(1) != 0));
   auto fn = spec(name, runtime, handler);
   auto inv = invocation(name, payload);
   std::atomic<uint32_t> finished{0};
@@ -185,9 +185,9 @@ BENCHMARK(native_echo_concurrent)
     ->UseRealTime()
     ->MinTime(2.0);
 BENCHMARK(raw_socketpair_echo)->UseRealTime()->MinTime(2.0);
-BENCHMARK(native_echo)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
-BENCHMARK(native_echo_64k)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
-BENCHMARK(python_hello)->ArgName("spin_us")->Arg(0)->Arg(50)->Arg(200)->UseRealTime()->MinTime(2.0);
+BENCHMARK(native_echo)->ArgNames({"spin_us", "bpf"})->ArgsProduct({{0, 50, 200}, {0, 1}})->UseRealTime()->MinTime(2.0);
+BENCHMARK(native_echo_64k)->ArgNames({"spin_us", "bpf"})->ArgsProduct({{0}, {0, 1}})->UseRealTime()->MinTime(2.0);
+BENCHMARK(python_hello)->ArgNames({"spin_us", "bpf"})->ArgsProduct({{0}, {0, 1}})->UseRealTime()->MinTime(2.0);
 
 }  // namespace
 }  // namespace fnmesh::node

@@ -3,7 +3,7 @@
 # bubblewrap (the reference) and as an exec function, with the
 # ratios. Needs root and /usr/bin/bwrap; at most about 90 s (--quick: a fifth of that).
 # Not a ctest test:
-#   cmake --build build --target sandbox_bench && build/bench/sandbox_bench [--quick]
+#   cmake --build build --target sandbox_bench && build/bench/sandbox_bench [--quick] [--no-bpf]
 add_executable(sandbox_bench ${CMAKE_CURRENT_LIST_DIR}/sandbox_bench.cc)
 target_compile_options(sandbox_bench PRIVATE ${FNMESH_WARNINGS})
 target_link_libraries(sandbox_bench PRIVATE fnmesh::sandbox fnmesh::test_support)

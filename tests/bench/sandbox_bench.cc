@@ -112,6 +112,8 @@ void futex_wake(std::atomic<uint32_t>& a) {
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&a), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
+bool use_bpf = true;  // --no-bpf: CPU from cgroups, as where the BPF meter does not load
+
 executor_options options(std::chrono::seconds keep_warm) {
   static int instance = 0;
   return {.sandboxes = {.node_id = "sandbox-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
@@ -121,7 +123,8 @@ executor_options options(std::chrono::seconds keep_warm) {
                         .python_shim_dir = source_dir() / "node/runtimes/python",
                         .python_proto_dir = build_dir() / "python",
                         .nodejs_shim = source_dir() / "node/runtimes/nodejs/shim.js"},
-          .keep_warm = keep_warm};
+          .keep_warm = keep_warm,
+          .bpf = use_bpf};
 }
 
 struct function_case {
@@ -285,8 +288,10 @@ int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--no-bpf") == 0) {
+      use_bpf = false;
     } else {
-      std::fprintf(stderr, "usage: sandbox_bench [--quick]\n");
+      std::fprintf(stderr, "usage: sandbox_bench [--quick] [--no-bpf]\n");
       return 2;
     }
   }
@@ -305,8 +310,9 @@ int run(int argc, char** argv) {
   const function_case nodejs{"nodejs (hello-node)", proto::Runtime::nodejs, "hello-node", "handler.handle",
                              source_dir() / "examples/hello-node", R"({"name":"bench"})"};
 
-  std::printf("sandbox_bench%s: %u CPUs, load average %s; functions get %u MB (one CPU)\n", quick ? " --quick" : "",
-              std::thread::hardware_concurrency(), load_average().c_str(), function_memory_mb);
+  std::printf("sandbox_bench%s%s: %u CPUs, load average %s; functions get %u MB (one CPU)\n", quick ? " --quick" : "",
+              use_bpf ? "" : " --no-bpf", std::thread::hardware_concurrency(), load_average().c_str(),
+              function_memory_mb);
   std::fflush(stdout);
   std::vector<row> rows;
   {
