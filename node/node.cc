@@ -275,9 +275,12 @@ void node::drain(std::chrono::milliseconds flush_timeout) {
   auto log = logger("node");
   stopping_ = true;
   capacity_->stop();
-  pulls_->stop();
   log->info("draining: {} invocations running", capacity_->running());
+  // Standing pull requests may still be answered while what runs finishes: those
+  // deliveries are nak'ed (capacity stopped), so another node takes them at once. Once the
+  // subscription is gone, a delivery would wait out its ack wait instead.
   while (capacity_->running() > 0) std::this_thread::sleep_for(20ms);
+  pulls_->stop();
   executor_->drain();
   if (!reporter_->flush(flush_timeout))
     log->warn("{} completions stay in the spool for the next start", reporter_->unacked());
