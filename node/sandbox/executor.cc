@@ -43,6 +43,8 @@ constexpr int64_t eof_grace_ns = 1'000'000'000;
 constexpr int64_t cgroup_retry_ns = 50'000'000;
 // A new sandbox runs with launcher::start_cpus until its first invocation ends, or this long.
 constexpr int64_t start_boost_ns = 2'000'000'000;
+// An invocation still running after this gets its CPU budget armed in the kernel.
+constexpr int64_t arm_after_ns = 1'000'000;
 
 enum class fd_role : uint64_t { sock = 0, out = 1, err = 2, pidfd = 3, in = 4, meter = 6, wake = 7 };
 
@@ -117,8 +119,10 @@ struct executor::impl {
     cpu_time cpu;                    // the cgroup's CPU time at the end of the last invocation
     uint64_t cgroup_id = 0;          // watched by the meter (0: no meter)
     int64_t meter_ns = 0;            // the meter's figure at the end of the last invocation
-    int64_t budget_ns = 0;           // the running invocation's CPU budget, when armed
-    int64_t armed_at_ns = 0;         // the meter's figure when it was armed
+    int64_t budget_ns = 0;           // the running invocation's CPU budget
+    int64_t armed_at_ns = 0;         // the meter's figure it counts from
+    int64_t arm_at_mono = 0;         // when to hand the budget to the kernel (0: done or none)
+    bool armed = false;              // the kernel holds it
     int64_t reply_ewma_ns = 0;       // warm round trips, smoothed
     std::vector<uint8_t> rbuf;
     size_t rlen = 0;
@@ -343,6 +347,7 @@ struct executor::impl {
       if (w->current) consider(w->current->deadline_mono);
       consider(w->kill_at_mono);
       consider(w->boost_until_mono);
+      consider(w->arm_at_mono);
       if (!w->current && !w->dying && w->idle_since_mono) consider(w->idle_since_mono + keep_warm_ns());
     }
     return next;
@@ -353,6 +358,7 @@ struct executor::impl {
     std::vector<worker*> expired;
     for (auto& [id, w] : workers_) {
       if (w->boost_until_mono && w->boost_until_mono <= now) end_boost(*w);
+      if (w->arm_at_mono && w->arm_at_mono <= now) hand_budget_to_kernel(*w);
       if (w->current && w->current->deadline_mono <= now) {
         expired.push_back(w.get());
       } else if (w->kill_at_mono && w->kill_at_mono <= now) {
@@ -756,7 +762,9 @@ struct executor::impl {
 
   // The running invocation may use its function's cpu_budget_ms, by default its timeout's
   // worth of CPU at the share it runs under (its function's, or a whole CPU while it
-  // starts); past it the kernel kills it.
+  // starts); past it the kernel kills it. The kernel gets the budget once the invocation
+  // has run for arm_after: most invocations end sooner and cost no bpf(2) call for it;
+  // it counts from the invocation's start all the same.
   void arm_budget(worker& w) {
 #ifdef FNMESH_HAVE_BPF
     if (!meter_ || !w.cgroup_id || !w.current) return;
@@ -766,18 +774,27 @@ struct executor::impl {
     const uint32_t set_ms = w.spec->spec().cpu_budget_ms();
     w.budget_ns = set_ms ? int64_t(set_ms) * 1'000'000 : int64_t(double(timeout) * cpus);
     // From the figure read at the end of the last invocation (or when it was assigned):
-    // what ran since counts against this budget as it is billed to this invocation.
+    // what ran since is billed to this invocation, so it counts against its budget.
     w.armed_at_ns = w.meter_ns;
-    if (w.budget_ns <= 0 || !meter_->arm(w.cgroup_id, w.budget_ns, w.armed_at_ns)) w.budget_ns = 0;
+    w.arm_at_mono = w.budget_ns > 0 ? mono_now_ns() + arm_after_ns : 0;
 #else
     (void)w;
 #endif
   }
 
+  void hand_budget_to_kernel(worker& w) {
+    w.arm_at_mono = 0;
+#ifdef FNMESH_HAVE_BPF
+    w.armed = w.current && meter_->arm(w.cgroup_id, w.budget_ns, w.armed_at_ns).has_value();
+#endif
+  }
+
   void disarm_budget(worker& w) {
 #ifdef FNMESH_HAVE_BPF
-    if (w.budget_ns) (void)meter_->disarm(w.cgroup_id);
+    if (w.armed) (void)meter_->disarm(w.cgroup_id);
 #endif
+    w.armed = false;
+    w.arm_at_mono = 0;
     w.budget_ns = 0;
   }
 
