@@ -27,6 +27,7 @@ struct up_options {
   int collector_port = 7700;
   int http_port = 8080;
   unsigned slots = 0;
+  bool no_bpf = false;
   int wait_s = 30;
 };
 
@@ -215,6 +216,7 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
                        "--node-id", std::string(node_id), "--log-level", log_level},
                       ""};
   if (o.slots > 0) node.args.insert(node.args.end(), {"--slots", std::to_string(o.slots)});
+  if (o.no_bpf) node.args.push_back("--no-bpf");
   if (auto ok = mesh.start(node); !ok) return mesh.abort(node.name, "could not start: " + ok.error().message());
   const pid_t node_pid = mesh.last().pid;
   auto nodes = broker::kv_bucket::open(**conn, broker::nodes_bucket);
@@ -326,6 +328,7 @@ void add_mesh_commands(CLI::App& app, context& ctx, command_list& out) {
   up->add_option("--collector-port", o->collector_port, "collector ZeroMQ port")->capture_default_str();
   up->add_option("--http-port", o->http_port, "HTTP adapter port")->capture_default_str();
   up->add_option("--slots", o->slots, "the node's slots (default: the node's own)");
+  up->add_flag("--no-bpf", o->no_bpf, "the node counts CPU with cgroups, not the BPF meter (no kernel CPU budgets)");
   up->add_option("--wait", o->wait_s, "seconds to wait for each component")->capture_default_str();
   up->footer("Exit status 3: a mesh is already up in $FNMESH_HOME.");
   out.push_back({up, [&ctx, o, up] { return run_up(ctx, *o, *up); }});
