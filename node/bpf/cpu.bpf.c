@@ -10,23 +10,26 @@
 char LICENSE[] SEC("license") = "GPL";
 
 #define SIGKILL 9
+#define READ_ONCE(x) (*(const volatile typeof(x) *)&(x))
 
 // Tunables, set before load.
 const volatile bool debug = false;  // bpf_printk each kill (trace_pipe)
 
+// Watched cgroup id -> its slot in `slots`.
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 4096);
   __type(key, __u64);
-  __type(value, struct cpu_usage);
-} usage SEC(".maps");
+  __type(value, __u32);
+} slot_of SEC(".maps");
 
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
   __uint(max_entries, 4096);
-  __type(key, __u64);
-  __type(value, struct cpu_budget);
-} budgets SEC(".maps");
+  __type(key, __u32);
+  __type(value, struct cpu_slot);
+} slots SEC(".maps");
 
 // The task's sum_exec_runtime when last counted; a task born in a watched cgroup starts at 0.
 struct {
@@ -44,24 +47,26 @@ struct {
 // Adds what `task` (current, in cgroup `cgid`) ran since it was last counted; then, past an
 // armed budget, kills it and sends the arming's one event.
 static void account(struct task_struct *task, __u64 cgid) {
-  struct cpu_usage *u = bpf_map_lookup_elem(&usage, &cgid);
-  if (!u) return;
+  __u32 *i = bpf_map_lookup_elem(&slot_of, &cgid);
+  if (!i) return;
+  struct cpu_slot *s = bpf_map_lookup_elem(&slots, i);
+  if (!s) return;
   __u64 *last = bpf_task_storage_get(&counted, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!last) return;
   __u64 now = task->se.sum_exec_runtime;
-  __u64 total = __sync_add_and_fetch(&u->ns, now - *last);
+  __u64 total = __sync_add_and_fetch(&s->ns, now - *last);
   *last = now;
 
-  struct cpu_budget *b = bpf_map_lookup_elem(&budgets, &cgid);
-  if (!b || total < b->kill_at) return;
+  __u64 kill_at = READ_ONCE(s->kill_at);
+  if (!kill_at || total < kill_at) return;
   bpf_send_signal(SIGKILL);
   if (debug) bpf_printk("cpu budget: SIGKILL to pid %d of cgroup %llu", task->pid, cgid);
-  __u64 fired = u->fired_gen, gen = b->gen;
-  if (fired == gen || __sync_val_compare_and_swap(&u->fired_gen, fired, gen) != fired) return;
+  __u64 fired = s->fired_gen, gen = READ_ONCE(s->gen);
+  if (fired == gen || __sync_val_compare_and_swap(&s->fired_gen, fired, gen) != fired) return;
   struct cpu_kill_event *e = bpf_ringbuf_reserve(&kills, sizeof(*e), 0);
   if (!e) return;
   e->cgroup_id = cgid;
-  e->used_ns = total - b->armed_at;
+  e->used_ns = total - READ_ONCE(s->armed_at);
   bpf_ringbuf_submit(e, 0);
 }
 

@@ -4,16 +4,17 @@
 #include <bpf/libbpf.h>
 #include <linux/magic.h>
 #include <linux/types.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 
 #include "common/log.h"
 #include "node/bpf/cpu.h"
@@ -84,14 +85,20 @@ result<std::unique_ptr<cpu_meter>> cpu_meter::open(const options& o) {
   if (!m->skel_) return fail_bpf("open cpu.bpf.o", errno);
   auto& s = *m->skel_;
   s.rodata->debug = o.debug;
-  if (bpf_map__set_max_entries(s.maps.usage, o.max_cgroups) != 0 ||
-      bpf_map__set_max_entries(s.maps.budgets, o.max_cgroups) != 0)
+  if (bpf_map__set_max_entries(s.maps.slot_of, o.max_cgroups) != 0 ||
+      bpf_map__set_max_entries(s.maps.slots, o.max_cgroups) != 0)
     return fail_bpf("size maps", errno);
   if (int r = cpu_bpf__load(&s); r != 0) return fail_bpf("load cpu.bpf.o", -r);
+
+  m->slot_of_fd_ = bpf_map__fd(s.maps.slot_of);
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  m->slots_bytes_ = (o.max_cgroups * sizeof(cpu_slot) + page - 1) / page * page;
+  void* mapped = ::mmap(nullptr, m->slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(s.maps.slots), 0);
+  if (mapped == MAP_FAILED) return fail_bpf("map the slots", errno);
+  m->slots_ = static_cast<cpu_slot*>(mapped);
+  for (uint32_t i = 0; i < o.max_cgroups; ++i) m->free_.push_back(i);
   if (int r = cpu_bpf__attach(&s); r != 0) return fail_bpf("attach cpu.bpf.o", -r);
 
-  m->usage_fd_ = bpf_map__fd(s.maps.usage);
-  m->budgets_fd_ = bpf_map__fd(s.maps.budgets);
   auto on_event = [](void* ctx, void* data, size_t) noexcept {
     auto* self = static_cast<cpu_meter*>(ctx);
     const auto* e = static_cast<const cpu_kill_event*>(data);
@@ -103,39 +110,63 @@ result<std::unique_ptr<cpu_meter>> cpu_meter::open(const options& o) {
   return m;
 }
 
-cpu_meter::~cpu_meter() = default;
+cpu_meter::~cpu_meter() {
+  if (slots_) ::munmap(slots_, slots_bytes_);
+}
+
+cpu_slot* cpu_meter::slot(uint64_t cgroup_id) const {
+  auto it = watched_.find(cgroup_id);
+  return it == watched_.end() ? nullptr : &slots_[it->second];
+}
 
 result<void> cpu_meter::watch(uint64_t cgroup_id) {
-  cpu_usage u{};
-  if (int r = bpf_map_update_elem(usage_fd_, &cgroup_id, &u, BPF_NOEXIST); r != 0) return fail_errno(-r);
+  std::lock_guard lock(mu_);
+  if (watched_.contains(cgroup_id)) return fail_errno(EEXIST);
+  if (free_.empty()) return fail_errno(E2BIG);
+  const uint32_t i = free_.front();
+  slots_[i] = cpu_slot{};
+  if (int r = bpf_map_update_elem(slot_of_fd_, &cgroup_id, &i, BPF_NOEXIST); r != 0) return fail_errno(-r);
+  free_.pop_front();
+  watched_.emplace(cgroup_id, i);
   return {};
 }
 
+// A task of the old cgroup still being counted as its slot is freed would add to whoever
+// gets it next: the slot goes to the back of the queue, thousands of watches away.
 result<void> cpu_meter::unwatch(uint64_t cgroup_id) {
-  if (auto d = disarm(cgroup_id); !d) return d;
-  if (int r = bpf_map_delete_elem(usage_fd_, &cgroup_id); r != 0) return fail_errno(-r);
+  std::lock_guard lock(mu_);
+  auto it = watched_.find(cgroup_id);
+  if (it == watched_.end()) return fail_errno(ENOENT);
+  std::atomic_ref(slots_[it->second].kill_at).store(0, std::memory_order_release);
+  if (int r = bpf_map_delete_elem(slot_of_fd_, &cgroup_id); r != 0) return fail_errno(-r);
+  free_.push_back(it->second);
+  watched_.erase(it);
   return {};
 }
 
 result<int64_t> cpu_meter::cpu_ns(uint64_t cgroup_id) const {
-  cpu_usage u{};
-  if (int r = bpf_map_lookup_elem(usage_fd_, &cgroup_id, &u); r != 0) return fail_errno(-r);
-  return static_cast<int64_t>(u.ns);
+  std::lock_guard lock(mu_);
+  cpu_slot* s = slot(cgroup_id);
+  if (!s) return fail_errno(ENOENT);
+  return static_cast<int64_t>(std::atomic_ref(s->ns).load(std::memory_order_relaxed));
 }
 
 result<void> cpu_meter::arm(uint64_t cgroup_id, int64_t budget_ns, std::optional<int64_t> counted_ns) {
   if (budget_ns <= 0) return fail_errno(EINVAL);
-  auto now = counted_ns ? result<int64_t>(*counted_ns) : cpu_ns(cgroup_id);
-  if (!now) return std::unexpected(now.error());
-  cpu_budget b{.armed_at = static_cast<__u64>(*now),
-               .kill_at = static_cast<__u64>(*now + budget_ns),
-               .gen = ++arming_};
-  if (int r = bpf_map_update_elem(budgets_fd_, &cgroup_id, &b, BPF_ANY); r != 0) return fail_errno(-r);
+  std::lock_guard lock(mu_);
+  cpu_slot* s = slot(cgroup_id);
+  if (!s) return fail_errno(ENOENT);
+  const __u64 now = counted_ns ? static_cast<__u64>(*counted_ns) : std::atomic_ref(s->ns).load(std::memory_order_relaxed);
+  std::atomic_ref(s->kill_at).store(0, std::memory_order_relaxed);
+  std::atomic_ref(s->armed_at).store(now, std::memory_order_relaxed);
+  std::atomic_ref(s->gen).store(++arming_, std::memory_order_relaxed);
+  std::atomic_ref(s->kill_at).store(now + static_cast<__u64>(budget_ns), std::memory_order_release);
   return {};
 }
 
 result<void> cpu_meter::disarm(uint64_t cgroup_id) {
-  if (int r = bpf_map_delete_elem(budgets_fd_, &cgroup_id); r != 0 && r != -ENOENT) return fail_errno(-r);
+  std::lock_guard lock(mu_);
+  if (cpu_slot* s = slot(cgroup_id)) std::atomic_ref(s->kill_at).store(0, std::memory_order_release);
   return {};
 }
 

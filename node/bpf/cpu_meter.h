@@ -12,22 +12,28 @@
 // Sandboxes are keyed by their cgroup v2 id (cgroup_id()). A task counts from its birth:
 // it must be born in the cgroup (clone3 CLONE_INTO_CGROUP), not moved in. Tasks of
 // unwatched cgroups cost one map lookup per switch and per timer.
+// Each watched cgroup has a slot in an array this process maps into its memory: reading a
+// counter and arming or disarming a budget are loads and stores, no system call; watch()
+// and unwatch() are one bpf(2) call each.
 //
-// Threads: every member may be called from any thread (each is one or two bpf(2) calls on
-// maps), except drain(): one thread at a time, e.g. the node's epoll loop on events_fd().
-#include <atomic>
+// Threads: every member may be called from any thread, except drain(): one thread at a
+// time, e.g. the node's epoll loop on events_fd().
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
 #include "common/unique_fd.h"
 
 struct cpu_bpf;
+struct cpu_slot;
 struct ring_buffer;
 
 namespace fnmesh::node {
@@ -80,8 +86,8 @@ class cpu_meter {
   result<int64_t> cpu_ns(uint64_t cgroup_id) const;
 
   // Kills the cgroup's running tasks once they use budget_ns (> 0) more CPU time than now
-  // (or than `counted_ns`, a cpu_ns() the caller just read: one system call less), and
-  // sends one cpu_kill. Replaces an earlier arming.
+  // (or than `counted_ns`, a cpu_ns() the caller read earlier), and sends one cpu_kill.
+  // Replaces an earlier arming.
   result<void> arm(uint64_t cgroup_id, int64_t budget_ns, std::optional<int64_t> counted_ns = std::nullopt);
   result<void> disarm(uint64_t cgroup_id);  // not armed is fine
 
@@ -103,11 +109,17 @@ class cpu_meter {
   };
   cpu_meter() = default;
 
+  cpu_slot* slot(uint64_t cgroup_id) const;  // under mu_; nullptr if not watched
+
   std::unique_ptr<cpu_bpf, skeleton_deleter> skel_;
   std::unique_ptr<ring_buffer, ring_deleter> events_;
-  int usage_fd_ = -1;
-  int budgets_fd_ = -1;
-  std::atomic<uint64_t> arming_{0};                         // the last budget generation
+  int slot_of_fd_ = -1;
+  cpu_slot* slots_ = nullptr;  // the `slots` array, mapped
+  size_t slots_bytes_ = 0;
+  mutable std::mutex mu_;
+  std::unordered_map<uint64_t, uint32_t> watched_;  // cgroup id -> slot
+  std::deque<uint32_t> free_;                       // least recently freed first
+  uint64_t arming_ = 0;                             // the last budget generation
   const std::function<void(const cpu_kill&)>* on_kill_ = nullptr;  // during drain()
 };
 
