@@ -231,8 +231,8 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
     auto usage = p::CreateUsage(
         b, b.CreateString(inv.id), inv.attempt, b.CreateString(inv.tenant),
         b.CreateString(inv.function), b.CreateString(opts_.node_id), seq, wall_ns,
-        out.cpu_user_ns, out.cpu_system_ns, out.peak_memory_bytes, memory_limit, 0, 0,
-        out.cold_start, std::max<int64_t>(1, (wall_ns + 999'999) / 1'000'000),
+        out.cpu_user_ns, out.cpu_system_ns, out.peak_memory_bytes, memory_limit, out.net_rx_bytes,
+        out.net_tx_bytes, out.cold_start, std::max<int64_t>(1, (wall_ns + 999'999) / 1'000'000),
         out.source, inv.trigger);
     b.Finish(p::CreateCompletion(b, result, usage));
     return p::bytes(b);

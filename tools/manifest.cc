@@ -1,6 +1,10 @@
 #include "tools/manifest.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <yaml-cpp/yaml.h>
+
+#include <algorithm>
 
 #include <charconv>
 #include <fstream>
@@ -8,6 +12,8 @@
 #include <sstream>
 #include <system_error>
 #include <unistd.h>
+
+#include "common/allow_entry.h"
 
 namespace fnmesh::manifest {
 namespace {
@@ -212,6 +218,44 @@ bool parse_triggers(checker& c, const YAML::Node& n, const std::string& field, f
   return true;
 }
 
+// An allow-list entry as numeric entries: itself, or every address its host name has now
+// (resolved at deploy: the node hands addresses to the kernel, which cannot resolve).
+std::expected<std::vector<std::string>, std::string> resolve_allow_entry(const std::string& text) {
+  auto parts = split_allow_entry(text);
+  if (!parts) return std::unexpected(parts.error());
+  auto numeric = parse_allow_entry(text);
+  if (numeric) return std::vector<std::string>{to_string(*numeric)};
+  const std::string& host = parts->host;
+  in6_addr address{};
+  if (::inet_pton(AF_INET, host.c_str(), &address) == 1 || ::inet_pton(AF_INET6, host.c_str(), &address) == 1)
+    return std::unexpected(numeric.error());
+  const bool name = std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+  });
+  if (!name) return std::unexpected(host + " is neither an IP address nor a host name");
+  if (parts->prefix >= 0) return std::unexpected("a prefix length goes with an address, not with host name " + host);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (int r = ::getaddrinfo(host.c_str(), nullptr, &hints, &found); r != 0)
+    return std::unexpected("cannot resolve host name " + host + ": " + ::gai_strerror(r));
+  std::vector<std::string> out;
+  const std::string port = parts->port ? ":" + std::to_string(parts->port) : "";
+  for (const addrinfo* a = found; a; a = a->ai_next) {
+    char address[INET6_ADDRSTRLEN] = {};
+    const void* bytes = a->ai_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr)
+                                                 : &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr;
+    if (!::inet_ntop(a->ai_family, bytes, address, sizeof address)) continue;
+    auto e = parse_allow_entry(a->ai_family == AF_INET6 && parts->port ? "[" + std::string(address) + "]" + port
+                                                                        : address + port);
+    if (e && std::find(out.begin(), out.end(), to_string(*e)) == out.end()) out.push_back(to_string(*e));
+  }
+  ::freeaddrinfo(found);
+  if (out.empty()) return std::unexpected("host name " + host + " has no IP address");
+  return out;
+}
+
 bool parse_network(checker& c, const YAML::Node& n, const std::string& field, function_def& d) {
   if (n.IsScalar()) {
     const std::string& s = n.Scalar();
@@ -224,11 +268,20 @@ bool parse_network(checker& c, const YAML::Node& n, const std::string& field, fu
   if (!n.IsSequence())
     return c.fail(n, field, "must be none, loopback, host or a list of allowed host:port/CIDR, got " + describe(n));
   if (n.size() == 0) return c.fail(n, field, "the allow-list is empty (use none)");
-  if (!c.text_list(n, field, d.allow)) return false;
-  for (size_t i = 0; i < d.allow.size(); ++i)
-    if (words(d.allow[i]).size() != 1)
+  std::vector<std::string> entries;
+  if (!c.text_list(n, field, entries)) return false;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    auto resolved = resolve_allow_entry(entries[i]);
+    if (!resolved)
       return c.fail(n[i], field + "[" + std::to_string(i) + "]",
-                    "must be one host:port or CIDR entry, got " + d.allow[i]);
+                    resolved.error() + " (entries are address[/prefix][:port], [IPv6 address[/prefix]]:port "
+                                       "or host:port), got " + entries[i]);
+    for (auto& e : *resolved)
+      if (std::find(d.allow.begin(), d.allow.end(), e) == d.allow.end()) d.allow.push_back(std::move(e));
+  }
+  if (d.allow.size() > max_allow_entries)
+    return c.fail(n, field, "has " + std::to_string(d.allow.size()) + " entries once host names are resolved; at most " +
+                                std::to_string(max_allow_entries));
   d.network = proto::NetworkPolicy::allow_list;
   return true;
 }

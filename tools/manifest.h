@@ -37,7 +37,7 @@ struct function_def {
   uint32_t cpu_budget_ms = 0;  // CPU an invocation may use; 0 = timeout x its CPU share
   std::map<std::string, std::string> env;
   proto::NetworkPolicy network = proto::NetworkPolicy::none;
-  std::vector<std::string> allow;  // when network is an allow-list
+  std::vector<std::string> allow;  // when network is an allow-list: numeric, host names resolved
   uint32_t retries = 2;
   std::map<std::string, std::string> labels;
   bool http = true;

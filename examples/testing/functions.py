@@ -56,3 +56,50 @@ def burn(event, ctx):
     while time.process_time_ns() - start < ms * 1_000_000:
         pass
     return {"cpu_ns": time.process_time_ns() - start}
+
+
+def net_send(event, ctx):
+    """Sends event["bytes"] bytes over TCP to event["host"]:event["port"], or with no port to
+    a listener of its own on event["host"], which receives them too."""
+    import socket
+    import threading
+    n = event.get("bytes", 1 << 20)
+    host = event.get("host", "127.0.0.1")
+    data = b"x" * n
+    if "port" in event:
+        with socket.create_connection((host, event["port"]), timeout=5) as c:
+            c.sendall(data)
+        return {"sent": n, "received": 0}
+    with socket.socket() as server:
+        server.bind((host, 0))
+        server.listen(1)
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        peer, _ = server.accept()
+        sender = threading.Thread(target=lambda: (client.sendall(data), client.close()))
+        sender.start()
+        received = 0
+        while chunk := peer.recv(1 << 16):
+            received += len(chunk)
+        sender.join()
+        peer.close()
+    return {"sent": n, "received": received}
+
+
+def net_connect(event, ctx):
+    """Connects over TCP to event["host"]:event["port"] (or, with "udp", sends it one
+    datagram); returns "ok" or the errno's name."""
+    import errno
+    import socket
+    host, port = event.get("host", "127.0.0.1"), event["port"]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kind = socket.SOCK_DGRAM if event.get("udp") else socket.SOCK_STREAM
+    try:
+        with socket.socket(family, kind) as s:
+            if event.get("udp"):
+                s.sendto(b"x", (host, port))
+            else:
+                s.settimeout(2)
+                s.connect((host, port))
+        return {"result": "ok"}
+    except OSError as e:
+        return {"result": errno.errorcode.get(e.errno, str(e))}

@@ -30,6 +30,7 @@
 #include "common/unique_fd.h"
 #ifdef FNMESH_HAVE_BPF
 #include "node/bpf/cpu_meter.h"
+#include "node/bpf/net_guard.h"
 #endif
 
 namespace fnmesh::node {
@@ -119,6 +120,8 @@ struct executor::impl {
     cpu_time cpu;                    // the cgroup's CPU time at the end of the last invocation
     uint64_t cgroup_id = 0;          // watched by the meter (0: no meter)
     int64_t meter_ns = 0;            // the meter's figure at the end of the last invocation
+    uint64_t net_id = 0;             // watched by the net guard (0: none)
+    net_traffic net;                 // its figures at the end of the last invocation
     int64_t budget_ns = 0;           // the running invocation's CPU budget
     int64_t armed_at_ns = 0;         // the meter's figure it counts from
     int64_t arm_at_mono = 0;         // when to hand the budget to the kernel (0: done or none)
@@ -143,6 +146,7 @@ struct executor::impl {
   // Null without BPF (a shared_ptr: the type is complete only where BPF is built).
   std::shared_ptr<cpu_meter> meter_ = open_meter();  // before the launcher, which uses it
   launcher launcher_;
+  std::shared_ptr<net_guard> net_ = open_net_guard();  // after the launcher: on its cgroups
   unique_fd epoll_, wake_;
   std::thread thread_;
   int64_t spin_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.spin).count();
@@ -223,6 +227,29 @@ struct executor::impl {
                m.error().message());
 #else
     if (opts_.bpf) log_->warn("built without BPF (FNMESH_BPF=OFF): CPU comes from cgroups");
+#endif
+    return nullptr;
+  }
+
+  // The BPF net guard on the launcher's cgroups, or null (said once).
+  std::shared_ptr<net_guard> open_net_guard() {
+    const char* without =
+        "network bytes are not counted, none and loopback sandboxes get a network namespace of their own, "
+        "functions with an allow-list are refused";
+#ifdef FNMESH_HAVE_BPF
+    if (!opts_.bpf) {
+      log_->warn("BPF is off: {}", without);
+      return nullptr;
+    }
+    auto g = net_guard::open({.cgroup_dir = launcher_.cgroup_v2_dir()});
+    if (g) {
+      log_->info("network traffic is counted and network policies are enforced by BPF");
+      launcher_.guard_network(g->get());
+      return std::shared_ptr<net_guard>(std::move(*g));
+    }
+    log_->warn("the BPF network guard does not load ({}): {}", g.error().message(), without);
+#else
+    log_->warn("built without BPF: {}", without);
 #endif
     return nullptr;
   }
@@ -543,6 +570,7 @@ struct executor::impl {
     w.name = std::move(started->name);
     w.cgroup_id = started->cgroup_id;
     w.meter_ns = started->meter_ns_at_start;
+    w.net_id = started->net_id;
     w.sock_open = bool(w.sock);
     w.boost_until_mono = mono_now_ns() + start_boost_ns;
     if (w.sock) watch(w, w.sock, fd_role::sock, EPOLLIN);
@@ -747,6 +775,27 @@ struct executor::impl {
       out.source = proto::AccountingSource::bpf;
       w.meter_ns = *now;
     }
+    read_traffic(w, out);
+  }
+
+  // What the sandbox's sockets did since the last invocation: one bpf(2) call.
+  void read_traffic(worker& w, outcome& out) {
+#ifdef FNMESH_HAVE_BPF
+    if (!w.net_id) return;
+    auto now = net_->traffic(w.net_id);
+    if (!now) return;
+    out.net_rx_bytes = now->rx_bytes - w.net.rx_bytes;
+    out.net_tx_bytes = now->tx_bytes - w.net.tx_bytes;
+    out.net_refused = now->refused - w.net.refused;
+    w.net = *now;
+    if (out.net_refused > 0)
+      log_->warn("{}: invocation {}: its network policy ({}) refused {} connect(s) or send(s)", w.function,
+                 w.current ? w.current->invocation_id : std::string(), proto::EnumNameNetworkPolicy(w.spec->spec().network()),
+                 out.net_refused);
+#else
+    (void)w;
+    (void)out;
+#endif
   }
 
   // ---- CPU budgets (the BPF meter) ----
@@ -1002,6 +1051,7 @@ struct executor::impl {
     }
 #ifdef FNMESH_HAVE_BPF
     if (w.cgroup_id) (void)meter_->unwatch(w.cgroup_id);
+    if (w.net_id) (void)net_->unwatch(w.net_id);
 #endif
     workers_.erase(w.id);
     check_drained();

@@ -39,6 +39,9 @@ struct executor_options {
   std::function<void(const broker::log_line&)> on_log;
   // Count CPU with the BPF meter (node/bpf), where it loads: exact, and each invocation's
   // CPU budget (its timeout x its CPU share) is enforced by the kernel. Else cgroups.
+  // Likewise the BPF net guard counts each sandbox's traffic and enforces its network
+  // policy; without it none and loopback are a network namespace of the sandbox's own,
+  // host is the host's, and a function with an allow-list is refused (status error).
   bool bpf = true;
 };
 
@@ -59,6 +62,12 @@ struct outcome {
   int64_t cpu_user_ns = 0;
   int64_t cpu_system_ns = 0;
   int64_t peak_memory_bytes = 0;
+  // Network: the bytes of the IP packets the sandbox's sockets sent and received, and the
+  // connects and sends its network policy refused (EPERM), during the invocation; from the
+  // BPF net guard (0 without it).
+  int64_t net_rx_bytes = 0;
+  int64_t net_tx_bytes = 0;
+  int64_t net_refused = 0;
   pid_t worker_pid = 0;              // the sandbox's process on the host (0: none was started)
   std::string sandbox;               // the sandbox's name (its cgroup directory)
 };

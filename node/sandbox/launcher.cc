@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/magic.h>
 #include <spawn.h>
 #include <sys/socket.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,9 +15,11 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/allow_entry.h"
 #include "flatbuffers/proto.h"
 #ifdef FNMESH_HAVE_BPF
 #include "node/bpf/cpu_meter.h"
+#include "node/bpf/net_guard.h"
 #endif
 
 namespace fnmesh::node {
@@ -230,6 +234,13 @@ launcher::~launcher() {
 
 std::string launcher::describe() const { return cgroups_->describe(); }
 
+std::string launcher::cgroup_v2_dir() const {
+  const auto dirs = cgroups_->dirs();  // the v2 one first, where there is one
+  struct statfs fs {};
+  if (dirs.empty() || ::statfs(dirs.front().c_str(), &fs) != 0 || fs.f_type != CGROUP2_SUPER_MAGIC) return {};
+  return dirs.front();
+}
+
 cgroup_limits launcher::limits_of(const p::FunctionSpec& spec) {
   return {.memory_bytes = int64_t(spec.memory_mb()) * megabyte,
           .cpus = spec.memory_mb() / lambda_mb_per_vcpu,
@@ -283,6 +294,33 @@ void launcher::discard(spare& s) {
   (void)s.cgroup.remove();
 #ifdef FNMESH_HAVE_BPF
   if (s.cgroup_id) (void)opts_.meter->unwatch(std::exchange(s.cgroup_id, 0));
+  if (s.net_id) (void)opts_.net->unwatch(std::exchange(s.net_id, 0));
+#endif
+}
+
+std::expected<void, std::string> launcher::guard(spare& s, const p::FunctionSpec& spec) {
+#ifdef FNMESH_HAVE_BPF
+  std::vector<allow_entry> allow;
+  if (spec.network() == p::NetworkPolicy::allow_list && spec.allow()) {
+    if (spec.allow()->size() > max_allow_entries)
+      return std::unexpected("the function's network allow-list has more than " + std::to_string(max_allow_entries) +
+                             " entries");
+    for (const auto* text : *spec.allow()) {
+      auto e = parse_allow_entry(p::view(text));
+      if (!e) return std::unexpected("the function's network allow-list: " + std::string(p::view(text)) + ": " + e.error());
+      allow.push_back(*e);
+    }
+  }
+  auto id = cgroup_id(s.cgroup.v2_fd());
+  if (!id) return std::unexpected("cannot guard the sandbox's network: " + id.error().message());
+  if (auto ok = opts_.net->watch(*id, spec.network(), allow); !ok)
+    return std::unexpected("cannot guard the sandbox's network: " + ok.error().message());
+  s.net_id = *id;
+  return {};
+#else
+  (void)s;
+  (void)spec;
+  return std::unexpected(std::string("built without BPF: no network guard"));
 #endif
 }
 
@@ -306,7 +344,12 @@ void launcher::make_spares() {
 std::expected<launched_sandbox, std::string> launcher::launch(const launch_request& req) {
   const auto& spec = req.function->spec();
   const bool warm = spec.runtime() != p::Runtime::exec;
-  const bool host_network = spec.network() == p::NetworkPolicy::host;
+  const bool allow_list = spec.network() == p::NetworkPolicy::allow_list;
+  if (allow_list && !opts_.net)
+    return std::unexpected(std::string(
+        "the function's network allow-list cannot be enforced on this node (BPF is off or does not load here), "
+        "so it does not run here"));
+  const bool host_network = allow_list || spec.network() == p::NetworkPolicy::host;
   const kind k = spec.runtime() == p::Runtime::python3 ? python : plain;
   auto taken = host_network ? make_spare(k, true) : take_spare(k);
   if (!taken) return std::unexpected(taken.error());
@@ -318,6 +361,8 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   auto limits = limits_of(spec);
   limits.cpus = std::max(limits.cpus, start_cpus);
   if (auto ok = sp.cgroup.limit(limits); !ok) return fail("cannot limit the sandbox's cgroup: " + ok.error().message());
+  if (opts_.net)
+    if (auto ok = guard(sp, spec); !ok) return fail(ok.error());
 
   // Descriptors: ours non-blocking, the sandbox's blocking; all close-on-exec.
   launched_sandbox s;
@@ -374,6 +419,7 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
   s.cgroup = std::move(sp.cgroup);
   s.name = std::move(sp.name);
   s.cgroup_id = std::exchange(sp.cgroup_id, 0);
+  s.net_id = std::exchange(sp.net_id, 0);
   return s;
 }
 

@@ -4,7 +4,10 @@
 // limits (memory from the spec, CPU in proportion: 1769 MB = 1 vCPU, pids.max), makes the
 // descriptors the node keeps (the fd 3 socket of warm runtimes, stdout/stderr pipes, stdin
 // for exec) and assigns it its function: python3 goes on in the copy of the pre-initialised
-// python zygote; nodejs, native and exec programs are exec'd. Owns the node's cgroup tree,
+// python zygote; nodejs, native and exec programs are exec'd. Under a net_guard each
+// sandbox's traffic is counted and its network policy enforced from before its function
+// runs; allow-list and host sandboxes share the host's network namespace, the others get
+// one of their own (loopback only). Owns the node's cgroup tree,
 // the sandbox host, the two zygotes (restarted if they die) and the spares. launch() and
 // make_spares() are thread-safe: the executor calls them from its TBB arena.
 #include <sys/types.h>
@@ -25,6 +28,7 @@
 namespace fnmesh::node {
 
 class cpu_meter;  // node/bpf/cpu_meter.h, where BPF is built
+class net_guard;  // node/bpf/net_guard.h, likewise
 
 struct launcher_options {
   size_t spare_sandboxes = 2;                // kept ready per zygote in use (0: each cold start makes one)
@@ -37,6 +41,9 @@ struct launcher_options {
   std::filesystem::path nodejs_shim;         // node/runtimes/nodejs/shim.js
   std::filesystem::path nodejs = "/usr/bin/node";
   cpu_meter* meter = nullptr;                // counts each sandbox's CPU from its birth, if set
+  // Counts each sandbox's traffic and enforces its network policy, if set; without it a
+  // function with an allow-list does not start (nothing would enforce the list).
+  net_guard* net = nullptr;
 };
 
 struct launch_request {
@@ -54,6 +61,7 @@ struct launched_sandbox {
   cpu_time cpu_at_start;                     // its cgroup's CPU time when it was assigned
   uint64_t cgroup_id = 0;                    // watched by the meter (0: no meter)
   int64_t meter_ns_at_start = 0;             // the meter's figure when it was assigned
+  uint64_t net_id = 0;                       // its cgroup id, watched by the net guard (0: none)
 };
 
 class launcher {
@@ -65,6 +73,10 @@ class launcher {
 
   // What the cgroup tree found, for the start-up log.
   std::string describe() const;
+  // The node's cgroup v2 directory, every sandbox's parent ("" without cgroup v2).
+  std::string cgroup_v2_dir() const;
+  // Sets launcher_options::net; call it before the first launch.
+  void guard_network(net_guard* g) noexcept { opts_.net = g; }
   // Limits the function's sandboxes run under. A sandbox starts with at least
   // `start_cpus` (its runtime's start-up, as Lambda's init) until the executor lowers
   // its quota to these with sandbox_cgroup::set_cpus.
@@ -85,11 +97,14 @@ class launcher {
     sandbox_cgroup cgroup;
     std::string name;
     uint64_t cgroup_id = 0;  // watched by the meter
+    uint64_t net_id = 0;     // watched by the net guard
   };
 
   std::expected<spare, std::string> make_spare(kind k, bool host_network);
   std::expected<spare, std::string> take_spare(kind k);
   void discard(spare& s);
+  // Hands the spare's cgroup and the function's network policy to the net guard.
+  std::expected<void, std::string> guard(spare& s, const proto::FunctionSpec& spec);
 
   launcher_options opts_;
   std::unique_ptr<cgroup_tree> cgroups_;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -20,7 +21,7 @@ functions:
     pids: 64
     cpu_budget_ms: 1500
     env: {QUALITY: "80", MODE: fast}
-    network: [api.example.com:443, 10.0.0.0/8]
+    network: ["[2001:db8::1]:443", 10.0.0.0/8, 10.0.0.0/8]
     retries: 1
     labels: {zone: a}
     triggers:
@@ -56,7 +57,7 @@ TEST(manifest, parses_every_field) {
   EXPECT_EQ(r.concurrency, 10u);
   EXPECT_EQ(r.env.at("QUALITY"), "80");
   EXPECT_EQ(r.network, proto::NetworkPolicy::allow_list);
-  EXPECT_EQ(r.allow, (std::vector<std::string>{"api.example.com:443", "10.0.0.0/8"}));
+  EXPECT_EQ(r.allow, (std::vector<std::string>{"[2001:db8::1]:443", "10.0.0.0/8"}));  // once each
   EXPECT_EQ(r.retries, 1u);
   EXPECT_EQ(r.labels.at("zone"), "a");
   EXPECT_FALSE(r.http);
@@ -132,6 +133,13 @@ TEST(manifest, each_bad_field_names_its_line) {
       {"    retries: 11", "functions.hello.retries: must be 0-10, got 11"},
       {"    network: internet", "functions.hello.network: must be none, loopback, host or a list"},
       {"    network: []", "functions.hello.network: the allow-list is empty"},
+      {"    network: [10.0.0.1:99999]", "functions.hello.network[0]: port 99999 is not 1-65535 (entries are"},
+      {"    network: [10.0.0.0/33]", "functions.hello.network[0]: prefix length 33 is not 0-32"},
+      {"    network: [\"10.0.0.1 80\"]", "functions.hello.network[0]: the entry has a space in it"},
+      {"    network: [\"[::1\"]", "functions.hello.network[0]: '[' without ']'"},
+      {"    network: [nope.invalid:443]", "functions.hello.network[0]: cannot resolve host name nope.invalid"},
+      {"    network: [example.com/24]", "functions.hello.network[0]: a prefix length goes with an address"},
+      {"    network: [exa_mple.com]", "functions.hello.network[0]: exa_mple.com is neither an IP address"},
       {"    env: [A, B]", "functions.hello.env: must be a map"},
       {"    env: {1X: y}", "functions.hello.env.1X: environment variable names"},
       {"    labels: {zone: [a]}", "functions.hello.labels.zone: must be a string"},
@@ -148,6 +156,20 @@ TEST(manifest, each_bad_field_names_its_line) {
     const std::string err = error_of(head + c.line + "\n");
     EXPECT_TRUE(err.starts_with("f/fnmesh.yml:5: " + c.field)) << c.line << " -> " << err;
   }
+}
+
+TEST(manifest, allow_list_host_names_are_resolved_at_deploy) {
+  auto parsed = parse_text("functions:\n  a:\n    runtime: exec\n    handler: x\n    network: [localhost:8080]\n", "f");
+  ASSERT_TRUE(parsed) << parsed.error().what();
+  const auto& allow = (*parsed)[0].allow;
+  EXPECT_NE(std::find(allow.begin(), allow.end(), "127.0.0.1:8080"), allow.end()) << ::testing::PrintToString(allow);
+}
+
+TEST(manifest, an_allow_list_has_at_most_64_entries) {
+  std::string list;
+  for (int i = 0; i < 65; ++i) list += (i ? ", " : "") + std::string("10.0.0.") + std::to_string(i);
+  EXPECT_EQ(error_of("functions:\n  a:\n    runtime: exec\n    handler: x\n    network: [" + list + "]\n"),
+            "f/fnmesh.yml:5: functions.a.network: has 65 entries once host names are resolved; at most 64");
 }
 
 TEST(manifest, bad_runtime_handler_and_names) {
