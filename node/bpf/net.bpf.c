@@ -10,12 +10,21 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+// Watched cgroup id -> its slot in `slots`.
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 4096);
   __type(key, __u64);
-  __type(value, struct net_usage);
-} usage SEC(".maps");
+  __type(value, __u32);
+} slot_of SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(map_flags, BPF_F_MMAPABLE);
+  __uint(max_entries, 4096);
+  __type(key, __u32);
+  __type(value, struct net_slot);
+} slots SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -25,11 +34,15 @@ struct {
   __type(value, __u8);
 } allowed SEC(".maps");
 
+static struct net_slot *slot(__u64 id) {
+  __u32 *i = bpf_map_lookup_elem(&slot_of, &id);
+  return i ? bpf_map_lookup_elem(&slots, i) : 0;
+}
+
 // The socket's cgroup (set when the socket was made), not the running task's: ingress
 // runs in softirq.
 static int count(struct __sk_buff *skb, bool in) {
-  __u64 id = bpf_skb_cgroup_id(skb);
-  struct net_usage *u = bpf_map_lookup_elem(&usage, &id);
+  struct net_slot *u = slot(bpf_skb_cgroup_id(skb));
   if (u) __sync_fetch_and_add(in ? &u->rx_bytes : &u->tx_bytes, skb->len);
   return 1;
 }
@@ -60,7 +73,7 @@ static bool listed(__u64 id, __u32 port, const __u32 a[4]) {
 // 1: the connect or send goes ahead; 0: it fails with EPERM, counted.
 static int decide(struct bpf_sock_addr *ctx, const __u32 a[4]) {
   __u64 id = bpf_get_current_cgroup_id();
-  struct net_usage *u = bpf_map_lookup_elem(&usage, &id);
+  struct net_slot *u = slot(id);
   if (!u) return 1;
   __u32 port = bpf_ntohs((__u16)ctx->user_port);
   switch (u->policy) {

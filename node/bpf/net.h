@@ -5,12 +5,13 @@
 // A cgroup's egress policy: the values of FunctionSpec's NetworkPolicy.
 enum net_policy_kind { net_none = 0, net_loopback = 1, net_host = 2, net_allow_list = 3 };
 
-// One per watched cgroup: the policy written by the node, the counters by the programs.
-struct net_usage {
-  __u64 rx_bytes;  // IP packets its sockets received, headers included
+// One per watched cgroup, in an array the node maps into its memory: it reads the
+// counters with plain loads, no system call.
+struct net_slot {
+  __u64 rx_bytes;  // IP packets its sockets received, headers included (programs only)
   __u64 tx_bytes;  // and sent
   __u64 refused;   // connects and sends the policy refused (EPERM)
-  __u32 policy;    // net_policy_kind
+  __u32 policy;    // net_policy_kind (the node, before the cgroup is watched)
   __u32 pad;
 };
 

@@ -4,9 +4,10 @@
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <linux/types.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
-#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -65,10 +66,19 @@ result<std::unique_ptr<net_guard>> net_guard::open(const options& o) {
   g->skel_.reset(net_bpf__open());
   if (!g->skel_) return fail_bpf("open net.bpf.o", errno);
   auto& s = *g->skel_;
-  if (bpf_map__set_max_entries(s.maps.usage, o.max_cgroups) != 0 ||
+  if (bpf_map__set_max_entries(s.maps.slot_of, o.max_cgroups) != 0 ||
+      bpf_map__set_max_entries(s.maps.slots, o.max_cgroups) != 0 ||
       bpf_map__set_max_entries(s.maps.allowed, o.max_allow_entries) != 0)
     return fail_bpf("size maps", errno);
   if (int r = net_bpf__load(&s); r != 0) return fail_bpf("load net.bpf.o", -r);
+  g->slot_of_fd_ = bpf_map__fd(s.maps.slot_of);
+  g->allowed_fd_ = bpf_map__fd(s.maps.allowed);
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  g->slots_bytes_ = (o.max_cgroups * sizeof(net_slot) + page - 1) / page * page;
+  void* mapped = ::mmap(nullptr, g->slots_bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, bpf_map__fd(s.maps.slots), 0);
+  if (mapped == MAP_FAILED) return fail_bpf("map the slots", errno);
+  g->slots_ = static_cast<net_slot*>(mapped);
+  for (uint32_t i = 0; i < o.max_cgroups; ++i) g->free_.push_back(i);
   // Links attach in multi mode: other programs on the directory stay, and ours go with us.
   for (auto [prog, link] : {std::pair{s.progs.count_in, &s.links.count_in}, {s.progs.count_out, &s.links.count_out},
                             {s.progs.connect4, &s.links.connect4}, {s.progs.connect6, &s.links.connect6},
@@ -76,59 +86,64 @@ result<std::unique_ptr<net_guard>> net_guard::open(const options& o) {
     *link = bpf_program__attach_cgroup(prog, dir.get());
     if (!*link) return fail_bpf("attach net.bpf.o", errno);
   }
-  g->usage_fd_ = bpf_map__fd(s.maps.usage);
-  g->allowed_fd_ = bpf_map__fd(s.maps.allowed);
   return g;
 }
 
-net_guard::~net_guard() = default;
-
-result<void> net_guard::watch(uint64_t cgroup_id, proto::NetworkPolicy policy, std::span<const allow_entry> allow) {
-  std::lock_guard lock(mutex_);
-  if (allowed_.contains(cgroup_id)) return fail_errno(EEXIST);
-  std::vector<allow_entry> entries(allow.begin(), allow.end());
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const auto k = key_of(cgroup_id, entries[i]);
-    const uint8_t yes = 1;
-    if (int r = bpf_map_update_elem(allowed_fd_, &k, &yes, BPF_ANY); r != 0) {
-      entries.resize(i);
-      for (const auto& e : entries) {
-        const auto added = key_of(cgroup_id, e);
-        (void)bpf_map_delete_elem(allowed_fd_, &added);
-      }
-      return fail_errno(-r == ENOSPC ? E2BIG : -r);
-    }
-  }
-  net_usage u{};
-  u.policy = uint32_t(policy);
-  if (int r = bpf_map_update_elem(usage_fd_, &cgroup_id, &u, BPF_NOEXIST); r != 0) {
-    for (const auto& e : entries) {
-      const auto k = key_of(cgroup_id, e);
-      (void)bpf_map_delete_elem(allowed_fd_, &k);
-    }
-    return fail_errno(-r);
-  }
-  allowed_.emplace(cgroup_id, std::move(entries));
-  return {};
+net_guard::~net_guard() {
+  if (slots_) ::munmap(slots_, slots_bytes_);
 }
 
-result<void> net_guard::unwatch(uint64_t cgroup_id) {
-  std::lock_guard lock(mutex_);
-  auto it = allowed_.find(cgroup_id);
-  if (it == allowed_.end()) return fail_errno(ENOENT);
-  for (const auto& e : it->second) {
+void net_guard::forget(uint64_t cgroup_id, const std::vector<allow_entry>& allow) {
+  for (const auto& e : allow) {
     const auto k = key_of(cgroup_id, e);
     (void)bpf_map_delete_elem(allowed_fd_, &k);
   }
-  allowed_.erase(it);
-  if (int r = bpf_map_delete_elem(usage_fd_, &cgroup_id); r != 0) return fail_errno(-r);
+}
+
+result<void> net_guard::watch(uint64_t cgroup_id, proto::NetworkPolicy policy, std::span<const allow_entry> allow) {
+  std::lock_guard lock(mutex_);
+  if (watched_.contains(cgroup_id)) return fail_errno(EEXIST);
+  if (free_.empty()) return fail_errno(E2BIG);
+  watched w{.slot = free_.front(), .allow = {allow.begin(), allow.end()}};
+  for (size_t i = 0; i < w.allow.size(); ++i) {
+    const auto k = key_of(cgroup_id, w.allow[i]);
+    const uint8_t yes = 1;
+    if (int r = bpf_map_update_elem(allowed_fd_, &k, &yes, BPF_ANY); r != 0) {
+      w.allow.resize(i);
+      forget(cgroup_id, w.allow);
+      return fail_errno(-r == ENOSPC ? E2BIG : -r);
+    }
+  }
+  slots_[w.slot] = net_slot{.policy = uint32_t(policy)};
+  if (int r = bpf_map_update_elem(slot_of_fd_, &cgroup_id, &w.slot, BPF_NOEXIST); r != 0) {
+    forget(cgroup_id, w.allow);
+    return fail_errno(-r);
+  }
+  free_.pop_front();
+  watched_.emplace(cgroup_id, std::move(w));
+  return {};
+}
+
+// A packet of the old cgroup still being counted as its slot is freed would add to whoever
+// gets it next: the slot goes to the back of the queue, thousands of watches away.
+result<void> net_guard::unwatch(uint64_t cgroup_id) {
+  std::lock_guard lock(mutex_);
+  auto it = watched_.find(cgroup_id);
+  if (it == watched_.end()) return fail_errno(ENOENT);
+  if (int r = bpf_map_delete_elem(slot_of_fd_, &cgroup_id); r != 0) return fail_errno(-r);
+  forget(cgroup_id, it->second.allow);
+  free_.push_back(it->second.slot);
+  watched_.erase(it);
   return {};
 }
 
 result<net_traffic> net_guard::traffic(uint64_t cgroup_id) const {
-  net_usage u{};
-  if (int r = bpf_map_lookup_elem(usage_fd_, &cgroup_id, &u); r != 0) return fail_errno(-r);
-  return net_traffic{.rx_bytes = int64_t(u.rx_bytes), .tx_bytes = int64_t(u.tx_bytes), .refused = int64_t(u.refused)};
+  std::lock_guard lock(mutex_);
+  auto it = watched_.find(cgroup_id);
+  if (it == watched_.end()) return fail_errno(ENOENT);
+  net_slot& s = slots_[it->second.slot];
+  auto load = [](__u64& v) { return int64_t(std::atomic_ref(v).load(std::memory_order_relaxed)); };
+  return net_traffic{.rx_bytes = load(s.rx_bytes), .tx_bytes = load(s.tx_bytes), .refused = load(s.refused)};
 }
 
 }  // namespace fnmesh::node

@@ -14,9 +14,13 @@
 // belongs to the cgroup of the task that made it. Unwatched cgroups are neither counted nor
 // refused. The links go when the guard does (or the node dies).
 //
-// Threads: every member may be called from any thread; traffic() is one bpf(2) call,
-// watch() and unwatch() one per allow-list entry more.
+// Each watched cgroup has a slot in an array this process maps into its memory: reading
+// its counters is loads, no system call; watch() and unwatch() are one bpf(2) call each,
+// and one more per allow-list entry.
+//
+// Threads: every member may be called from any thread.
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -29,6 +33,7 @@
 #include "flatbuffers/proto.h"
 
 struct net_bpf;
+struct net_slot;
 
 namespace fnmesh::node {
 
@@ -66,13 +71,21 @@ class net_guard {
   struct skeleton_deleter {
     void operator()(net_bpf* s) const noexcept;
   };
+  struct watched {
+    uint32_t slot;
+    std::vector<allow_entry> allow;  // what watch() put in the trie
+  };
   net_guard() = default;
+  void forget(uint64_t cgroup_id, const std::vector<allow_entry>& allow);  // from the trie
 
   std::unique_ptr<net_bpf, skeleton_deleter> skel_;
-  int usage_fd_ = -1;
+  int slot_of_fd_ = -1;
   int allowed_fd_ = -1;
-  std::mutex mutex_;
-  std::unordered_map<uint64_t, std::vector<allow_entry>> allowed_;  // what watch() put in the trie
+  net_slot* slots_ = nullptr;  // the `slots` array, mapped
+  size_t slots_bytes_ = 0;
+  mutable std::mutex mutex_;
+  std::unordered_map<uint64_t, watched> watched_;  // by cgroup id
+  std::deque<uint32_t> free_;                      // least recently freed first
 };
 
 }  // namespace fnmesh::node

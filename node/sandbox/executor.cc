@@ -778,7 +778,7 @@ struct executor::impl {
     read_traffic(w, out);
   }
 
-  // What the sandbox's sockets did since the last invocation: one bpf(2) call.
+  // What the sandbox's sockets did since the last invocation (loads, no system call).
   void read_traffic(worker& w, outcome& out) {
 #ifdef FNMESH_HAVE_BPF
     if (!w.net_id) return;
