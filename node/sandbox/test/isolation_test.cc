@@ -460,15 +460,27 @@ TEST_F(isolation_test, sees_only_its_own_processes) {
   EXPECT_EQ(r["host_pid_visible"], false) << r.dump();
 }
 
-TEST_F(isolation_test, network_none_has_only_a_private_loopback) {
+// none: a network namespace of its own, where the BPF net guard also refuses every connect;
+// loopback: its own loopback only.
+TEST_F(isolation_test, network_none_reaches_nothing_and_loopback_only_its_own) {
   host_listener host;
   auto none = make_spec({.name = "connect", .handler = "functions.connect"});
   auto r = reported(invoke(none, {{"port", host.port}}));
+#ifdef FNMESH_HAVE_BPF
+  EXPECT_EQ(r["connect"], "EPERM") << r.dump();
+#else
   EXPECT_EQ(r["connect"], "ECONNREFUSED") << r.dump();
+#endif
   EXPECT_FALSE(host.accepted(0ms)) << "a connection from a sandbox without network reached the host";
 
-  auto own = reported(invoke(make_spec({.name = "loopback", .handler = "functions.loopback"})));
+  auto loopback = make_spec({.name = "loopback", .handler = "functions.loopback", .network = proto::NetworkPolicy::loopback});
+  auto own = reported(invoke(loopback));
   EXPECT_EQ(own["echo"], "ping") << own.dump();
+  auto to_host = reported(invoke(make_spec({.name = "connect-loopback", .handler = "functions.connect",
+                                            .network = proto::NetworkPolicy::loopback}),
+                                 {{"port", host.port}}));
+  EXPECT_NE(to_host["connect"], "ok") << to_host.dump();
+  EXPECT_FALSE(host.accepted(0ms)) << "a loopback sandbox reached the host's loopback";
 
   auto with_host = make_spec({.name = "connect-host", .handler = "functions.connect",
                               .network = proto::NetworkPolicy::host});
