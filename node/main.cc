@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
                  "generated fnmesh.proto Python package")->capture_default_str();
   app.add_option("--nodejs-shim", sandboxes.nodejs_shim, "the nodejs runtime's shim.js")
       ->capture_default_str();
+  app.add_option("--metrics-listen", opts.metrics_listen,
+                 "HOST:PORT of the Prometheus /metrics endpoint (port 0: a free one, logged at start)")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   bool no_bpf = false;
   app.add_flag("--no-bpf", no_bpf, "count CPU with cgroups, not the BPF meter (no kernel-enforced CPU budgets)");

@@ -66,6 +66,16 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   if (opts_.memory_bytes <= 0) opts_.memory_bytes = default_memory_budget();
   started_ns_ = unix_now_ns();
   auto log = logger("node");
+  // First, so that a taken port fails the start before anything else is set up.
+  capacity_ = std::make_unique<capacity>(
+      opts_.slots, opts_.memory_bytes,
+      [this](const std::string& consumer, uint32_t batch, bool hungry) {
+        return pulls_->request(consumer, batch,
+                               hungry ? hungry_request_expiry : waiting_request_expiry);
+      });
+  metrics_endpoint_ = std::make_unique<metrics_endpoint>(
+      opts_.metrics_listen, [this] { return metrics_.render(capacity_->running()); });
+  log->info("metrics at {}", metrics_endpoint_->url());
 
   auto conn = broker::connection::connect({.urls = opts_.nats_urls, .name = opts_.node_id});
   if (!conn) throw std::runtime_error(conn.error().message());  // names the URL
@@ -92,12 +102,6 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   executor_ = std::make_unique<executor>(opts_.runtime);
   log->info("sandboxes: {}", executor_->describe());
 
-  capacity_ = std::make_unique<capacity>(
-      opts_.slots, opts_.memory_bytes,
-      [this](const std::string& consumer, uint32_t batch, bool hungry) {
-        return pulls_->request(consumer, batch,
-                               hungry ? hungry_request_expiry : waiting_request_expiry);
-      });
   pulls_ = must(broker::pull_requests::open(
                     *conn_, std::string(broker::invoke_stream),
                     [this](broker::delivery&& d) { on_delivery(std::move(d)); },
@@ -119,6 +123,7 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
 }
 
 node::~node() {
+  metrics_endpoint_.reset();
   stopping_ = true;
   if (capacity_) capacity_->stop();
   if (heartbeat_.joinable()) heartbeat_.join();
@@ -223,6 +228,7 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
       logger("node")->warn("invocation {}: bad reply endpoint {}", inv.id, inv.reply_endpoint);
   }
 
+  metrics_.count(inv.tenant, inv.function, out.status, out.cpu_user_ns + out.cpu_system_ns, out.source);
   flatbuffers::FlatBufferBuilder b(512 + out.output.size());
   auto spooled = reporter_->record([&](uint64_t seq) {
     const int64_t wall_ns = std::max<int64_t>(0, out.finished_ns - out.started_ns);

@@ -2,8 +2,9 @@
 // node: one fnmesh-node. Pulls the invocations its free capacity allows from every
 // deployed function's consumer, runs them on the executor, sends each Result straight to
 // its caller, spools the Completion for the collector, and only then acks JetStream.
-// Owns the NATS connection, the registry watch, the executor and the reporter; its
-// methods are called from main's thread, its callbacks run on nats.c and executor threads.
+// Owns the NATS connection, the registry watch, the executor, the reporter and /metrics;
+// its methods are called from main's thread, its callbacks run on nats.c and executor
+// threads, /metrics renders on the endpoint's thread.
 #include <oneapi/tbb/concurrent_hash_map.h>
 #include <zmq.hpp>
 
@@ -20,8 +21,10 @@
 #include "broker/client/log_publisher.h"
 #include "broker/client/pull_requests.h"
 #include "broker/client/subjects.h"
+#include "common/metrics_endpoint.h"
 #include "node/capacity.h"
 #include "node/code_cache.h"
+#include "node/node_metrics.h"
 #include "node/reporter.h"
 #include "node/result_sender.h"
 #include "node/sandbox/executor.h"
@@ -47,6 +50,7 @@ struct node_options {
   int64_t memory_bytes = 0;                     // 0: 80 % of the machine
   std::chrono::seconds keep_warm{300};
   std::chrono::seconds heartbeat{5};
+  std::string metrics_listen = "127.0.0.1:0";   // Prometheus /metrics; port 0: a free one
   broker::limits limits;
   executor_options runtime;
 };
@@ -61,6 +65,7 @@ class node {
   // SIGTERM: stop pulling, hand back what arrives, finish what runs, flush the spool.
   void drain(std::chrono::milliseconds flush_timeout);
   const std::string& id() const noexcept { return opts_.node_id; }
+  const std::string& metrics_url() const noexcept { return metrics_endpoint_->url(); }
 
  private:
   void on_functions_changed();
@@ -91,6 +96,9 @@ class node {
   std::atomic<bool> stopping_{false};
   int64_t started_ns_ = 0;
   std::thread heartbeat_;
+  node_metrics metrics_;  // counted in finish(), rendered on the endpoint's thread
+  // Declared last: destroyed first, so /metrics never renders from a half-built node.
+  std::unique_ptr<metrics_endpoint> metrics_endpoint_;
 };
 
 }  // namespace fnmesh::node

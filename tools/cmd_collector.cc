@@ -1,4 +1,6 @@
 // fnmesh result | billing: queries to the billing collector over ZeroMQ.
+#include <algorithm>
+
 #include "broker/client/collector_client.h"
 #include "broker/client/subjects.h"
 #include "common/clock.h"
@@ -21,6 +23,8 @@ std::string fixed(double v, int decimals) {
   std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
   return buf;
 }
+
+std::string megabytes(int64_t bytes) { return fixed(double(bytes) / double(1 << 20), 1); }
 
 struct result_options {
   std::string id;
@@ -103,15 +107,18 @@ int run_billing(const context& ctx, const billing_options& o) {
 
   std::string header = o.by;
   for (auto& c : header) c = char(std::toupper(c));
-  table t({header, "INVOCATIONS", "ERRORS", "BILLED_MS", "GB_S", "CPU_S", "COLD_STARTS"});
+  // CPU_S and PEAK_MB are what was used (the largest single invocation's peak), beside
+  // what the lambda model bills (BILLED_MS, GB_S).
+  table t({header, "INVOCATIONS", "ERRORS", "BILLED_MS", "GB_S", "CPU_S", "PEAK_MB", "COLD_STARTS"});
   json rows = json::array();
   uint64_t inv = 0, err = 0, billed = 0, cpu = 0, cold = 0;
+  int64_t peak = 0;
   double gbs = 0;
   if (report->rows())
     for (const auto* row : *report->rows()) {
       t.add({std::string(proto::view(row->key())), std::to_string(row->invocations()), std::to_string(row->errors()),
              std::to_string(row->billed_ms()), fixed(row->gb_seconds(), 6), fixed(double(row->cpu_ns()) / 1e9, 3),
-             std::to_string(row->cold_starts())});
+             megabytes(row->peak_memory_bytes()), std::to_string(row->cold_starts())});
       rows.push_back({{o.by, proto::view(row->key())},
                       {"invocations", row->invocations()},
                       {"errors", row->errors()},
@@ -126,13 +133,14 @@ int run_billing(const context& ctx, const billing_options& o) {
       gbs += row->gb_seconds();
       cpu += row->cpu_ns();
       cold += row->cold_starts();
+      peak = std::max(peak, row->peak_memory_bytes());
     }
   if (o.json) {
     std::printf("%s\n", rows.dump(2).c_str());
     return 0;
   }
   t.add({"TOTAL", std::to_string(inv), std::to_string(err), std::to_string(billed), fixed(gbs, 6),
-         fixed(double(cpu) / 1e9, 3), std::to_string(cold)});
+         fixed(double(cpu) / 1e9, 3), megabytes(peak), std::to_string(cold)});
   t.print();
   return 0;
 }

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "tests/support/cli_run.h"
 #include "tests/support/mesh.h"
@@ -21,6 +22,7 @@ using namespace std::chrono_literals;
 using fnmesh::test::cli_run;
 using fnmesh::test::describe;
 using fnmesh::test::eventually;
+using fnmesh::test::lines_of;
 using fnmesh::test::slurp;
 
 namespace {
@@ -34,6 +36,13 @@ bool process_alive(pid_t pid) {
   const size_t paren = stat.rfind(')');
   return paren == std::string::npos || paren + 2 >= stat.size() ||
          (stat[paren + 2] != 'Z' && stat[paren + 2] != 'X');
+}
+
+std::vector<std::string> words_of(const std::string& line) {
+  std::istringstream in(line);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
 }
 
 // Processes whose command line or working directory lies under `dir` (daemons, workers).
@@ -130,6 +139,24 @@ TEST_F(cli, deploy_and_invoke_hello) {
   EXPECT_NE(ls.out.find("python3"), std::string::npos) << describe(ls);
 
   EXPECT_TRUE(eventually([&] { return run({"billing", "--json"}).out.find("\"hello\"") != std::string::npos; }, 15s));
+  // The table shows what was used (CPU seconds, peak memory) beside what is billed.
+  auto billing = run({"billing", "--function", "hello"});
+  ASSERT_EQ(billing.exit_code, 0) << describe(billing);
+  const auto table = lines_of(billing.out);
+  ASSERT_EQ(table.size(), 3u) << describe(billing);  // header, hello, TOTAL
+  const auto header = words_of(table[0]), hello = words_of(table[1]);
+  ASSERT_EQ(header, (std::vector<std::string>{"FUNCTION", "INVOCATIONS", "ERRORS", "BILLED_MS", "GB_S", "CPU_S",
+                                              "PEAK_MB", "COLD_STARTS"}))
+      << describe(billing);
+  ASSERT_EQ(hello.size(), header.size()) << describe(billing);
+  EXPECT_NE(hello[0].find("hello"), std::string::npos) << describe(billing);
+  EXPECT_GT(std::stod(hello[5]), 0.0) << "CPU_S\n" << describe(billing);
+  // A python3 sandbox's peak: the interpreter alone is several MB, and it is under its 128 MB.
+  EXPECT_GT(std::stod(hello[6]), 1.0) << "PEAK_MB\n" << describe(billing);
+  EXPECT_LT(std::stod(hello[6]), 128.0) << "PEAK_MB\n" << describe(billing);
+  const json rows = json::parse(run({"billing", "--function", "hello", "--json"}).out);
+  ASSERT_EQ(rows.size(), 1u) << rows.dump();
+  EXPECT_NEAR(rows[0].at("peak_memory_bytes").get<double>() / (1 << 20), std::stod(hello[6]), 0.05) << rows.dump();
 }
 
 TEST_F(cli, async_invoke_then_result_by_id) {
