@@ -8,10 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "node/sandbox/cgroups.h"
-#ifdef FNMESH_HAVE_BPF
 #include "node/bpf/cpu_meter.h"
-#endif
+#include "node/sandbox/cgroups.h"
 
 namespace fnmesh::node {
 namespace {
@@ -69,13 +67,9 @@ machine_check check_machine() {
   const uint64_t caps = effective_capabilities();
   const bool cap_bpf = (caps >> CAP_BPF & 1) && (caps >> CAP_PERFMON & 1);
   line("CAP_BPF", cap_bpf ? "yes (and CAP_PERFMON)" : "no");
-#ifdef FNMESH_HAVE_BPF
   auto meter = cpu_meter::open({});
   line("BPF meter", meter ? "loads: CPU per sandbox counted in the kernel, budgets enforced there"
                           : "does not load (" + meter.error().message() + "): CPU from cgroups");
-#else
-  line("BPF meter", "not built (FNMESH_BPF=OFF): CPU from cgroups");
-#endif
 
   const auto layout = parse_cgroup_layout(slurp("/proc/self/mountinfo"), slurp("/proc/self/cgroup"));
   line("cgroups", cgroups_text(layout));

@@ -19,35 +19,22 @@
 // Threads: every member may be called from any thread, except drain(): one thread at a
 // time, e.g. the node's epoll loop on events_fd().
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-#include <system_error>
-#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
 #include "common/unique_fd.h"
+#include "node/bpf/bpf.h"
+#include "node/bpf/support.h"
 
 struct cpu_bpf;
-struct cpu_slot;
 struct ring_buffer;
 
 namespace fnmesh::node {
-
-enum class bpf_errc {
-  no_btf = 1,     // the kernel has no BTF (/sys/kernel/btf/vmlinux)
-  not_permitted,  // needs CAP_BPF and CAP_PERFMON (or root)
-  refused,        // the kernel refused a program or an attachment (libbpf's reason: "bpf" log, debug)
-};
-const std::error_category& bpf_category() noexcept;
-inline std::error_code make_error_code(bpf_errc e) noexcept { return {static_cast<int>(e), bpf_category()}; }
-
-// The id BPF sees for the cgroup v2 directory `dir_fd` (bpf_get_current_cgroup_id()).
-result<uint64_t> cgroup_id(int dir_fd);
 
 // A cgroup passed its budget: the kernel sent SIGKILL.
 struct cpu_kill {
@@ -109,21 +96,12 @@ class cpu_meter {
   };
   cpu_meter() = default;
 
-  cpu_slot* slot(uint64_t cgroup_id) const;  // under mu_; nullptr if not watched
-
   std::unique_ptr<cpu_bpf, skeleton_deleter> skel_;
   std::unique_ptr<ring_buffer, ring_deleter> events_;
-  int slot_of_fd_ = -1;
-  cpu_slot* slots_ = nullptr;  // the `slots` array, mapped
-  size_t slots_bytes_ = 0;
-  mutable std::mutex mu_;
-  std::unordered_map<uint64_t, uint32_t> watched_;  // cgroup id -> slot
-  std::deque<uint32_t> free_;                       // least recently freed first
-  uint64_t arming_ = 0;                             // the last budget generation
+  mutable std::mutex mutex_;
+  slot_table slots_;     // of struct cpu_slot (cpu.h)
+  uint64_t arming_ = 0;  // the last budget generation
   const std::function<void(const cpu_kill&)>* on_kill_ = nullptr;  // during drain()
 };
 
 }  // namespace fnmesh::node
-
-template <>
-struct std::is_error_code_enum<fnmesh::node::bpf_errc> : std::true_type {};

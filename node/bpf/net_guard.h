@@ -10,7 +10,7 @@
 //   loopback    all but 127.0.0.0/8 and ::1 (in the sandbox's own network namespace)
 //   allow_list  all but its entries (network and port, common/allow_entry.h)
 //   host        nothing
-// Sandboxes are keyed by their cgroup v2 id (cgroup_id() of cpu_meter.h). A socket
+// Sandboxes are keyed by their cgroup v2 id (cgroup_id() of bpf.h). A socket
 // belongs to the cgroup of the task that made it. Unwatched cgroups are neither counted nor
 // refused. The links go when the guard does (or the node dies).
 //
@@ -20,7 +20,6 @@
 //
 // Threads: every member may be called from any thread.
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -31,9 +30,10 @@
 #include "common/allow_entry.h"
 #include "common/result.h"
 #include "flatbuffers/proto.h"
+#include "node/bpf/bpf.h"
+#include "node/bpf/support.h"
 
 struct net_bpf;
-struct net_slot;
 
 namespace fnmesh::node {
 
@@ -52,8 +52,8 @@ class net_guard {
     uint32_t max_allow_entries = 16 * 1024;      // allow-list entries of all of them
   };
 
-  // Loads the programs and attaches them to o.cgroup_dir. Fails with a bpf_errc
-  // (cpu_meter.h), or ENOTDIR when the directory is not cgroup v2.
+  // Loads the programs and attaches them to o.cgroup_dir. Fails with a bpf_errc, or
+  // ENOTDIR when the directory is not cgroup v2.
   static result<std::unique_ptr<net_guard>> open(const options& o);
   ~net_guard();
   net_guard(const net_guard&) = delete;
@@ -71,21 +71,14 @@ class net_guard {
   struct skeleton_deleter {
     void operator()(net_bpf* s) const noexcept;
   };
-  struct watched {
-    uint32_t slot;
-    std::vector<allow_entry> allow;  // what watch() put in the trie
-  };
   net_guard() = default;
   void forget(uint64_t cgroup_id, const std::vector<allow_entry>& allow);  // from the trie
 
   std::unique_ptr<net_bpf, skeleton_deleter> skel_;
-  int slot_of_fd_ = -1;
   int allowed_fd_ = -1;
-  net_slot* slots_ = nullptr;  // the `slots` array, mapped
-  size_t slots_bytes_ = 0;
   mutable std::mutex mutex_;
-  std::unordered_map<uint64_t, watched> watched_;  // by cgroup id
-  std::deque<uint32_t> free_;                      // least recently freed first
+  slot_table slots_;  // of struct net_slot (net.h)
+  std::unordered_map<uint64_t, std::vector<allow_entry>> allowed_;  // what watch() put in the trie
 };
 
 }  // namespace fnmesh::node

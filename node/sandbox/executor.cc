@@ -28,10 +28,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
-#ifdef FNMESH_HAVE_BPF
 #include "node/bpf/cpu_meter.h"
 #include "node/bpf/net_guard.h"
-#endif
 
 namespace fnmesh::node {
 namespace {
@@ -44,8 +42,6 @@ constexpr int64_t eof_grace_ns = 1'000'000'000;
 constexpr int64_t cgroup_retry_ns = 50'000'000;
 // A new sandbox runs with launcher::start_cpus until its first invocation ends, or this long.
 constexpr int64_t start_boost_ns = 2'000'000'000;
-// An invocation still running after this gets its CPU budget armed in the kernel.
-constexpr int64_t arm_after_ns = 1'000'000;
 
 enum class fd_role : uint64_t { sock = 0, out = 1, err = 2, pidfd = 3, in = 4, meter = 6, wake = 7 };
 
@@ -122,10 +118,8 @@ struct executor::impl {
     int64_t meter_ns = 0;            // the meter's figure at the end of the last invocation
     uint64_t net_id = 0;             // watched by the net guard (0: none)
     net_traffic net;                 // its figures at the end of the last invocation
-    int64_t budget_ns = 0;           // the running invocation's CPU budget
+    int64_t budget_ns = 0;           // the running invocation's CPU budget, armed in the kernel
     int64_t armed_at_ns = 0;         // the meter's figure it counts from
-    int64_t arm_at_mono = 0;         // when to hand the budget to the kernel (0: done or none)
-    bool armed = false;              // the kernel holds it
     int64_t reply_ewma_ns = 0;       // warm round trips, smoothed
     std::vector<uint8_t> rbuf;
     size_t rlen = 0;
@@ -143,10 +137,10 @@ struct executor::impl {
 
   executor_options opts_;
   std::shared_ptr<spdlog::logger> log_ = logger("sandbox");
-  // Null without BPF (a shared_ptr: the type is complete only where BPF is built).
-  std::shared_ptr<cpu_meter> meter_ = open_meter();  // before the launcher, which uses it
+  // Null without BPF.
+  std::unique_ptr<cpu_meter> meter_ = open_meter();  // before the launcher, which uses it
   launcher launcher_;
-  std::shared_ptr<net_guard> net_ = open_net_guard();  // after the launcher: on its cgroups
+  std::unique_ptr<net_guard> net_ = open_net_guard();  // after the launcher: on its cgroups
   unique_fd epoll_, wake_;
   std::thread thread_;
   int64_t spin_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(opts_.spin).count();
@@ -196,12 +190,10 @@ struct executor::impl {
     if (!wake_) throw sys_failure("eventfd");
     epoll_event ev{.events = EPOLLIN, .data = {.u64 = uint64_t(fd_role::wake)}};
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) throw sys_failure("epoll_ctl");
-#ifdef FNMESH_HAVE_BPF
     if (meter_) {
       epoll_event kills{.events = EPOLLIN, .data = {.u64 = uint64_t(fd_role::meter)}};
       if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, meter_->events_fd(), &kills) != 0) throw sys_failure("epoll_ctl");
     }
-#endif
     thread_ = std::thread([this] { loop(); });
   }
 
@@ -215,43 +207,38 @@ struct executor::impl {
   }
 
   // The BPF meter, or null (not built, turned off, or it does not load here: said once).
-  std::shared_ptr<cpu_meter> open_meter() {
-#ifdef FNMESH_HAVE_BPF
-    if (!opts_.bpf) return nullptr;
+  std::unique_ptr<cpu_meter> open_meter() {
+    if (!opts_.bpf) {
+      log_->warn("BPF is off: CPU comes from cgroups, CPU budgets are not enforced by the kernel");
+      return nullptr;
+    }
     auto m = cpu_meter::open({});
     if (m) {
       log_->info("CPU is counted by the BPF meter; CPU budgets are enforced in the kernel");
-      return std::shared_ptr<cpu_meter>(std::move(*m));
+      return std::move(*m);
     }
     log_->warn("the BPF meter does not load ({}): CPU comes from cgroups, budgets are not enforced",
                m.error().message());
-#else
-    if (opts_.bpf) log_->warn("built without BPF (FNMESH_BPF=OFF): CPU comes from cgroups");
-#endif
     return nullptr;
   }
 
   // The BPF net guard on the launcher's cgroups, or null (said once).
-  std::shared_ptr<net_guard> open_net_guard() {
+  std::unique_ptr<net_guard> open_net_guard() {
     const char* without =
         "network bytes are not counted, none and loopback sandboxes get a network namespace of their own, "
         "functions with an allow-list are refused";
-#ifdef FNMESH_HAVE_BPF
     if (!opts_.bpf) {
       log_->warn("BPF is off: {}", without);
       return nullptr;
     }
     auto g = net_guard::open({.cgroup_dir = launcher_.cgroup_v2_dir()});
-    if (g) {
-      log_->info("network traffic is counted and network policies are enforced by BPF");
-      launcher_.guard_network(g->get());
-      return std::shared_ptr<net_guard>(std::move(*g));
+    if (!g) {
+      log_->warn("the BPF network guard does not load ({}): {}", g.error().message(), without);
+      return nullptr;
     }
-    log_->warn("the BPF network guard does not load ({}): {}", g.error().message(), without);
-#else
-    log_->warn("built without BPF: {}", without);
-#endif
-    return nullptr;
+    log_->info("network traffic is counted and network policies are enforced by BPF");
+    launcher_.guard_network(g->get());
+    return std::move(*g);
   }
 
   launcher_options with_meter(launcher_options o) {
@@ -374,7 +361,6 @@ struct executor::impl {
       if (w->current) consider(w->current->deadline_mono);
       consider(w->kill_at_mono);
       consider(w->boost_until_mono);
-      consider(w->arm_at_mono);
       if (!w->current && !w->dying && w->idle_since_mono) consider(w->idle_since_mono + keep_warm_ns());
     }
     return next;
@@ -385,7 +371,6 @@ struct executor::impl {
     std::vector<worker*> expired;
     for (auto& [id, w] : workers_) {
       if (w->boost_until_mono && w->boost_until_mono <= now) end_boost(*w);
-      if (w->arm_at_mono && w->arm_at_mono <= now) hand_budget_to_kernel(*w);
       if (w->current && w->current->deadline_mono <= now) {
         expired.push_back(w.get());
       } else if (w->kill_at_mono && w->kill_at_mono <= now) {
@@ -778,9 +763,8 @@ struct executor::impl {
     read_traffic(w, out);
   }
 
-  // What the sandbox's sockets did since the last invocation (loads, no system call).
+  // What the sandbox's sockets did since the last invocation.
   void read_traffic(worker& w, outcome& out) {
-#ifdef FNMESH_HAVE_BPF
     if (!w.net_id) return;
     auto now = net_->traffic(w.net_id);
     if (!now) return;
@@ -792,31 +776,21 @@ struct executor::impl {
       log_->warn("{}: invocation {}: its network policy ({}) refused {} connect(s) or send(s)", w.function,
                  w.current ? w.current->invocation_id : std::string(), proto::EnumNameNetworkPolicy(w.spec->spec().network()),
                  out.net_refused);
-#else
-    (void)w;
-    (void)out;
-#endif
   }
 
   // ---- CPU budgets (the BPF meter) ----
 
   std::optional<int64_t> meter_ns(const worker& w) const {
-#ifdef FNMESH_HAVE_BPF
-    if (meter_ && w.cgroup_id)
-      if (auto ns = meter_->cpu_ns(w.cgroup_id)) return *ns;
-#endif
-    (void)w;
-    return std::nullopt;
+    if (!w.cgroup_id) return std::nullopt;
+    auto ns = meter_->cpu_ns(w.cgroup_id);
+    return ns ? std::optional(*ns) : std::nullopt;
   }
 
   // The running invocation may use its function's cpu_budget_ms, by default its timeout's
   // worth of CPU at the share it runs under (its function's, or a whole CPU while it
-  // starts); past it the kernel kills it. The kernel gets the budget once the invocation
-  // has run for arm_after: most invocations end sooner and cost no bpf(2) call for it;
-  // it counts from the invocation's start all the same.
+  // starts); past it the kernel kills it.
   void arm_budget(worker& w) {
-#ifdef FNMESH_HAVE_BPF
-    if (!meter_ || !w.cgroup_id || !w.current) return;
+    if (!w.cgroup_id || !w.current) return;
     const double cpus = w.boost_until_mono ? launcher::start_cpus
                                            : launcher::limits_of(w.spec->spec()).cpus;
     const auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(w.current->w.timeout).count();
@@ -825,25 +799,11 @@ struct executor::impl {
     // From the figure read at the end of the last invocation (or when it was assigned):
     // what ran since is billed to this invocation, so it counts against its budget.
     w.armed_at_ns = w.meter_ns;
-    w.arm_at_mono = w.budget_ns > 0 ? mono_now_ns() + arm_after_ns : 0;
-#else
-    (void)w;
-#endif
-  }
-
-  void hand_budget_to_kernel(worker& w) {
-    w.arm_at_mono = 0;
-#ifdef FNMESH_HAVE_BPF
-    w.armed = w.current && meter_->arm(w.cgroup_id, w.budget_ns, w.armed_at_ns).has_value();
-#endif
+    if (w.budget_ns <= 0 || !meter_->arm(w.cgroup_id, w.budget_ns, w.armed_at_ns)) w.budget_ns = 0;
   }
 
   void disarm_budget(worker& w) {
-#ifdef FNMESH_HAVE_BPF
-    if (w.armed) (void)meter_->disarm(w.cgroup_id);
-#endif
-    w.armed = false;
-    w.arm_at_mono = 0;
+    if (w.budget_ns) (void)meter_->disarm(w.cgroup_id);
     w.budget_ns = 0;
   }
 
@@ -859,7 +819,6 @@ struct executor::impl {
 
   // The kernel killed processes of sandboxes past their budgets.
   void on_cpu_kills() {
-#ifdef FNMESH_HAVE_BPF
     std::vector<uint64_t> killed;
     meter_->drain([&](const cpu_kill& k) { killed.push_back(k.cgroup_id); });
     for (uint64_t id : killed)
@@ -870,7 +829,6 @@ struct executor::impl {
           finish(*w, proto::Status::cpu_limit, cpu_limit_text(*w));
           break;
         }
-#endif
   }
 
   std::string out_of_memory_text(const worker& w) const {
@@ -1049,10 +1007,8 @@ struct executor::impl {
         if (!cgroup_retry_mono_) cgroup_retry_mono_ = mono_now_ns() + cgroup_retry_ns;
       }
     }
-#ifdef FNMESH_HAVE_BPF
     if (w.cgroup_id) (void)meter_->unwatch(w.cgroup_id);
     if (w.net_id) (void)net_->unwatch(w.net_id);
-#endif
     workers_.erase(w.id);
     check_drained();
   }

@@ -17,10 +17,8 @@
 
 #include "common/allow_entry.h"
 #include "flatbuffers/proto.h"
-#ifdef FNMESH_HAVE_BPF
 #include "node/bpf/cpu_meter.h"
 #include "node/bpf/net_guard.h"
-#endif
 
 namespace fnmesh::node {
 namespace {
@@ -254,13 +252,11 @@ std::expected<launcher::spare, std::string> launcher::make_spare(kind k, bool ho
   auto cg = cgroups_->create(s.name, {});
   if (!cg) return std::unexpected("cannot make the sandbox's cgroup: " + cg.error().message());
   s.cgroup = std::move(*cg);
-#ifdef FNMESH_HAVE_BPF
   // Watched before its first task is born: the meter counts every task from its birth.
   if (opts_.meter) {
     auto id = cgroup_id(s.cgroup.v2_fd());
     if (id && opts_.meter->watch(*id)) s.cgroup_id = *id;
   }
-#endif
   auto made = zygotes_[k]->make(s.cgroup, host_network);
   if (!made) return std::unexpected(made.error());
   s.pid = made->pid;
@@ -292,14 +288,11 @@ void launcher::discard(spare& s) {
   if (s.pid > 0) ::waitpid(s.pid, nullptr, 0);
   s.pid = 0;
   (void)s.cgroup.remove();
-#ifdef FNMESH_HAVE_BPF
   if (s.cgroup_id) (void)opts_.meter->unwatch(std::exchange(s.cgroup_id, 0));
   if (s.net_id) (void)opts_.net->unwatch(std::exchange(s.net_id, 0));
-#endif
 }
 
 std::expected<void, std::string> launcher::guard(spare& s, const p::FunctionSpec& spec) {
-#ifdef FNMESH_HAVE_BPF
   std::vector<allow_entry> allow;
   if (spec.network() == p::NetworkPolicy::allow_list && spec.allow()) {
     if (spec.allow()->size() > max_allow_entries)
@@ -317,11 +310,6 @@ std::expected<void, std::string> launcher::guard(spare& s, const p::FunctionSpec
     return std::unexpected("cannot guard the sandbox's network: " + ok.error().message());
   s.net_id = *id;
   return {};
-#else
-  (void)s;
-  (void)spec;
-  return std::unexpected(std::string("built without BPF: no network guard"));
-#endif
 }
 
 void launcher::make_spares() {
@@ -410,9 +398,7 @@ std::expected<launched_sandbox, std::string> launcher::launch(const launch_reque
     a.program = a.argv[0].starts_with('/') ? a.argv[0] : "/var/task/" + a.argv[0];
   }
   s.cpu_at_start = sp.cgroup.cpu();
-#ifdef FNMESH_HAVE_BPF
   if (sp.cgroup_id) s.meter_ns_at_start = opts_.meter->cpu_ns(sp.cgroup_id).value_or(0);
-#endif
   if (auto ok = assign(sp.control.get(), a); !ok) return fail("cannot start the sandbox: " + ok.error());
   s.pid = std::exchange(sp.pid, 0);
   s.pidfd = std::move(sp.pidfd);

@@ -27,8 +27,8 @@
 
 namespace fnmesh::node {
 
-class cpu_meter;  // node/bpf/cpu_meter.h, where BPF is built
-class net_guard;  // node/bpf/net_guard.h, likewise
+class cpu_meter;  // node/bpf/cpu_meter.h
+class net_guard;  // node/bpf/net_guard.h
 
 struct launcher_options {
   size_t spare_sandboxes = 2;                // kept ready per zygote in use (0: each cold start makes one)
