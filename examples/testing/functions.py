@@ -69,6 +69,8 @@ def net_send(event, ctx):
     if "port" in event:
         with socket.create_connection((host, event["port"]), timeout=5) as c:
             c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            c.recv(1)  # the peer's close: everything was delivered within this invocation
         return {"sent": n, "received": 0}
     with socket.socket() as server:
         server.bind((host, 0))

@@ -3,8 +3,6 @@
 #   build/bench/executor_bench [--benchmark_filter=native]
 add_executable(executor_bench ${CMAKE_CURRENT_LIST_DIR}/executor_bench.cc)
 target_compile_options(executor_bench PRIVATE ${FNMESH_WARNINGS})
-target_link_libraries(executor_bench PRIVATE fnmesh::sandbox benchmark::benchmark)
+target_link_libraries(executor_bench PRIVATE fnmesh::sandbox fnmesh::test_support benchmark::benchmark)
 set_target_properties(executor_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)
-target_compile_definitions(executor_bench PRIVATE
-  FNMESH_BENCH_SOURCE_DIR="${PROJECT_SOURCE_DIR}" FNMESH_BENCH_BUILD_DIR="${PROJECT_BINARY_DIR}")
 add_dependencies(executor_bench fnmesh_proto_generated fnmesh_example_echo fnmesh-zygote fnmesh-python-zygote)

@@ -14,9 +14,13 @@
 #include <filesystem>
 
 #include "node/sandbox/executor.h"
+#include "tests/support/sandbox_files.h"
 
 namespace fnmesh::node {
 namespace {
+
+using test::build_dir;
+using test::source_dir;
 
 // Blocks in the kernel at once: std::atomic::wait() spins and yields first, which on two
 // vCPUs steals the CPU from the loop and the worker being measured.
@@ -26,11 +30,6 @@ void futex_wait(std::atomic<uint32_t>& a, uint32_t old) {
 }
 void futex_wake(std::atomic<uint32_t>& a) {
   ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&a), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-}
-
-std::filesystem::path dir_from(const char* env, const char* fallback) {
-  const char* v = std::getenv(env);
-  return v && *v ? std::filesystem::path(v) : std::filesystem::path(fallback);
 }
 
 broker::function_ptr spec(const char* name, proto::Runtime runtime, const char* handler) {
@@ -48,18 +47,10 @@ std::vector<uint8_t> invocation(const char* function, std::string_view payload) 
   return {bytes.begin(), bytes.end()};
 }
 
-std::filesystem::path source_dir() { return dir_from("FNMESH_SOURCE_DIR", FNMESH_BENCH_SOURCE_DIR); }
-std::filesystem::path build_dir() { return dir_from("FNMESH_BUILD_DIR", FNMESH_BENCH_BUILD_DIR); }
-
 executor_options options(std::chrono::microseconds spin = {}, bool bpf = true) {
   static int instance = 0;
-  return {.sandboxes = {.node_id = "executor-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
-                        .staging = std::filesystem::temp_directory_path() / "fnmesh-executor-bench",
-                        .zygote = build_dir() / "bin/fnmesh-zygote",
-                        .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
-                        .python_shim_dir = source_dir() / "node/runtimes/python",
-                        .python_proto_dir = build_dir() / "python",
-                        .nodejs_shim = source_dir() / "node/runtimes/nodejs/shim.js"},
+  return {.sandboxes = test::sandbox_files("executor-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
+                                           std::filesystem::temp_directory_path() / "fnmesh-executor-bench"),
           .spin = spin,
           .bpf = bpf};
 }

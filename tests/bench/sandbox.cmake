@@ -8,6 +8,4 @@ add_executable(sandbox_bench ${CMAKE_CURRENT_LIST_DIR}/sandbox_bench.cc)
 target_compile_options(sandbox_bench PRIVATE ${FNMESH_WARNINGS})
 target_link_libraries(sandbox_bench PRIVATE fnmesh::sandbox fnmesh::test_support)
 set_target_properties(sandbox_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bench)
-target_compile_definitions(sandbox_bench PRIVATE
-  FNMESH_BENCH_SOURCE_DIR="${PROJECT_SOURCE_DIR}" FNMESH_BENCH_BUILD_DIR="${PROJECT_BINARY_DIR}")
 add_dependencies(sandbox_bench fnmesh_proto_generated fnmesh_example_echo fnmesh-zygote fnmesh-python-zygote)

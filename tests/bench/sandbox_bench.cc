@@ -25,9 +25,13 @@
 
 #include "node/sandbox/executor.h"
 #include "tests/support/function_spec.h"
+#include "tests/support/sandbox_files.h"
 
 namespace fnmesh::node {
 namespace {
+
+using test::build_dir;
+using test::source_dir;
 
 namespace fs = std::filesystem;
 using steady = std::chrono::steady_clock;
@@ -35,13 +39,6 @@ using steady = std::chrono::steady_clock;
 int64_t since_ns(steady::time_point t0) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - t0).count();
 }
-
-fs::path dir_from(const char* env, const char* fallback) {
-  const char* v = std::getenv(env);
-  return v && *v ? fs::path(v) : fs::path(fallback);
-}
-fs::path source_dir() { return dir_from("FNMESH_SOURCE_DIR", FNMESH_BENCH_SOURCE_DIR); }
-fs::path build_dir() { return dir_from("FNMESH_BUILD_DIR", FNMESH_BENCH_BUILD_DIR); }
 
 // One whole CPU, so that a round trip measures the sandbox, not the CFS quota a small
 // function runs under (128 MB: 7.2 ms of CPU per 100 ms, and a throttled sandbox waits
@@ -116,13 +113,8 @@ bool use_bpf = true;  // --no-bpf: CPU from cgroups, as where the BPF meter does
 
 executor_options options(std::chrono::seconds keep_warm) {
   static int instance = 0;
-  return {.sandboxes = {.node_id = "sandbox-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
-                        .staging = fs::temp_directory_path() / "fnmesh-sandbox-bench",
-                        .zygote = build_dir() / "bin/fnmesh-zygote",
-                        .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
-                        .python_shim_dir = source_dir() / "node/runtimes/python",
-                        .python_proto_dir = build_dir() / "python",
-                        .nodejs_shim = source_dir() / "node/runtimes/nodejs/shim.js"},
+  return {.sandboxes = test::sandbox_files("sandbox-bench-" + std::to_string(::getpid()) + "-" + std::to_string(++instance),
+                                           fs::temp_directory_path() / "fnmesh-sandbox-bench"),
           .keep_warm = keep_warm,
           .bpf = use_bpf};
 }

@@ -12,10 +12,6 @@ namespace fs = std::filesystem;
 namespace p = proto;
 using namespace std::chrono_literals;
 
-fs::path bin(const std::string& name) { return fs::path(std::getenv("FNMESH_BIN_DIR")) / name; }
-fs::path source_dir() { return std::getenv("FNMESH_SOURCE_DIR"); }
-fs::path build_dir() { return std::getenv("FNMESH_BUILD_DIR"); }
-
 void mesh::TearDown() {
   for (auto& [name, node] : nodes_)
     if (node.running()) node.stop(std::chrono::seconds(15));

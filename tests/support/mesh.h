@@ -22,13 +22,9 @@
 #include "tests/support/cli_run.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tree.h"
 
 namespace fnmesh::test {
-
-// A program built with the project: $FNMESH_BIN_DIR/<name>.
-std::filesystem::path bin(const std::string& name);
-std::filesystem::path source_dir();  // $FNMESH_SOURCE_DIR
-std::filesystem::path build_dir();   // $FNMESH_BUILD_DIR
 
 class mesh : public ::testing::Test {
  protected:

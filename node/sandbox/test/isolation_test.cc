@@ -31,10 +31,14 @@
 #include "node/sandbox/cgroups.h"
 #include "node/sandbox/executor.h"
 #include "tests/support/function_spec.h"
+#include "tests/support/sandbox_files.h"
 #include "tests/support/temp_dir.h"
 
 namespace fnmesh::node {
 namespace {
+
+using test::build_dir;
+using test::source_dir;
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -50,15 +54,12 @@ import time
 
 libc = ctypes.CDLL(None, use_errno=True)
 
-
 def _name(e):
     return errno.errorcode.get(e, str(e)) if e else "none"
-
 
 def _call(fn, *args):
     ctypes.set_errno(0)
     return "ok" if fn(*args) == 0 else _name(ctypes.get_errno())
-
 
 def _open(path):
     try:
@@ -67,7 +68,6 @@ def _open(path):
         return "ok"
     except OSError as e:
         return _name(e.errno)
-
 
 def secrets(event, ctx):
     try:
@@ -78,11 +78,9 @@ def secrets(event, ctx):
             "init_root_shadow": _open("/proc/1/root/etc/shadow"), "bashrc": _open("/root/.bashrc"),
             "root": root}
 
-
 def processes(event, ctx):
     pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
     return {"pids": pids, "self": os.getpid(), "host_pid_visible": os.path.exists("/proc/%d" % event["host_pid"])}
-
 
 def connect(event, ctx):
     try:
@@ -90,7 +88,6 @@ def connect(event, ctx):
         return {"connect": "ok"}
     except OSError as e:
         return {"connect": _name(e.errno) if e.errno else type(e).__name__}
-
 
 def loopback(event, ctx):
     server = socket.socket()
@@ -101,7 +98,6 @@ def loopback(event, ctx):
     client.sendall(b"ping")
     return {"echo": peer.recv(4).decode()}
 
-
 def privileged(event, ctx):
     return {"mount": _call(libc.mount, b"tmpfs", b"/tmp", b"tmpfs", 0, None),
             "umount": _call(libc.umount2, b"/proc", 2),
@@ -110,7 +106,6 @@ def privileged(event, ctx):
             "unshare_user": _call(libc.unshare, 0x10000000),
             "unshare_mount": _call(libc.unshare, 0x00020000),
             "chroot": _call(libc.chroot, b"/tmp")}
-
 
 def identity(event, ctx):
     status = {}
@@ -122,9 +117,7 @@ def identity(event, ctx):
             "status": {k: status.get(k) for k in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb",
                                                   "NoNewPrivs", "Seccomp")}}
 
-
 _held = []
-
 
 def fork_bomb(event, ctx):
     # The children wait on a pipe the parent keeps open: they stay, holding their pids.
@@ -146,17 +139,14 @@ def fork_bomb(event, ctx):
         forked += 1
     return {"forked": forked, "error": error}
 
-
 def hello(event, ctx):
     return {"hello": "world"}
-
 
 def allocate(event, ctx):
     blocks = []
     while len(blocks) * 16 < event.get("mb", 512):
         blocks.append(bytearray(b"\x01") * (16 << 20))
     return {"mb": len(blocks) * 16}
-
 
 def fill_tmp(event, ctx):
     fd = os.open("/tmp/fill", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -169,10 +159,8 @@ def fill_tmp(event, ctx):
     os.close(fd)
     return {"written": written, "errno": error}
 
-
 def list_tmp(event, ctx):
     return {"tmp": sorted(os.listdir("/tmp"))}
-
 
 def tmp_note(event, ctx):
     try:
@@ -183,7 +171,6 @@ def tmp_note(event, ctx):
         with open("/tmp/note", "w") as f:
             f.write(ctx.invocation_id)
     return {"before": before, "pid": os.getpid()}
-
 
 def mixed(event, ctx):
     what = event["do"]
@@ -202,14 +189,6 @@ bool require_privileged() {
   const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
   return v && std::string_view(v) == "1";
 }
-
-fs::path env_dir(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? fs::path(v) : fs::path(fallback);
-}
-
-fs::path source_dir() { return env_dir("FNMESH_SOURCE_DIR", FNMESH_TEST_SOURCE_DIR); }
-fs::path build_dir() { return env_dir("FNMESH_BUILD_DIR", FNMESH_TEST_BUILD_DIR); }
 
 std::string text_of(const fs::path& path) {
   std::ifstream f(path);
@@ -395,15 +374,10 @@ class isolation_test : public ::testing::Test {
   }
 
   static executor_options options(std::chrono::seconds keep_warm = 60s) {
-    static int fixture = 0;
+    static int fixtures = 0;
+    const std::string fixture = std::to_string(++fixtures);
     executor_options o;
-    o.sandboxes = {.node_id = "isolation-test-" + std::to_string(::getpid()) + "-" + std::to_string(++fixture),
-                   .staging = staging() / std::to_string(fixture),
-                   .zygote = build_dir() / "bin/fnmesh-zygote",
-                   .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
-                   .python_shim_dir = source_dir() / "node/runtimes/python",
-                   .python_proto_dir = build_dir() / "python",
-                   .nodejs_shim = source_dir() / "node/runtimes/nodejs/shim.js"};
+    o.sandboxes = test::sandbox_files("isolation-test-" + std::to_string(::getpid()) + "-" + fixture, staging() / fixture);
     o.keep_warm = keep_warm;
     return o;
   }

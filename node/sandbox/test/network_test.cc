@@ -15,19 +15,15 @@
 #include <nlohmann/json.hpp>
 
 #include "node/sandbox/executor.h"
+#include "tests/support/sandbox_files.h"
 
 namespace fnmesh::node {
 namespace {
 
+using test::build_dir;
+using test::source_dir;
+
 constexpr int64_t megabyte = 1 << 20;
-
-std::filesystem::path env_dir(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::filesystem::path(v) : std::filesystem::path(fallback);
-}
-
-std::filesystem::path source_dir() { return env_dir("FNMESH_SOURCE_DIR", FNMESH_TEST_SOURCE_DIR); }
-std::filesystem::path build_dir() { return env_dir("FNMESH_BUILD_DIR", FNMESH_TEST_BUILD_DIR); }
 
 bool require_privileged() {
   const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
@@ -94,13 +90,8 @@ class network_test : public ::testing::Test {
   static executor_options options(bool bpf) {
     static int fixture = 0;
     executor_options o;
-    o.sandboxes = {.node_id = "network-test-" + std::to_string(::getpid()) + "-" + std::to_string(++fixture),
-                   .staging = std::filesystem::temp_directory_path() / ("fnmesh-network-test-" + std::to_string(::getpid())),
-                   .zygote = build_dir() / "bin/fnmesh-zygote",
-                   .python_zygote = build_dir() / "bin/fnmesh-python-zygote",
-                   .python_shim_dir = source_dir() / "node/runtimes/python",
-                   .python_proto_dir = build_dir() / "python",
-                   .nodejs_shim = source_dir() / "node/runtimes/nodejs/shim.js"};
+    o.sandboxes = test::sandbox_files("network-test-" + std::to_string(::getpid()) + "-" + std::to_string(++fixture),
+                                      std::filesystem::temp_directory_path() / ("fnmesh-network-test-" + std::to_string(::getpid())));
     o.bpf = bpf;
     return o;
   }
