@@ -1,5 +1,6 @@
 #include "node/sandbox/executor.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -11,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <future>
 #include <mutex>
@@ -49,6 +51,25 @@ uint64_t tag(uint64_t worker_id, fd_role role) { return (worker_id << 3) | uint6
 
 std::runtime_error sys_failure(const char* what) {
   return std::runtime_error(std::string("executor: ") + what + ": " + std::strerror(errno));
+}
+
+// The bytes received and sent on the loopback of `pid`'s network namespace
+// (/proc/<pid>/net/dev), or nothing when it cannot be read.
+std::optional<net_traffic> loopback_traffic(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/net/dev", int(pid));
+  unique_fd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd) return std::nullopt;
+  char text[4096];
+  const ssize_t n = ::read(fd.get(), text, sizeof text - 1);
+  if (n <= 0) return std::nullopt;
+  text[n] = '\0';
+  const char* lo = std::strstr(text, " lo:");
+  unsigned long long v[9];
+  if (!lo || std::sscanf(lo + 4, "%llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+                         &v[5], &v[6], &v[7], &v[8]) != 9)
+    return std::nullopt;
+  return net_traffic{.rx_bytes = int64_t(v[0]), .tx_bytes = int64_t(v[8])};
 }
 
 uint32_t load_le32(const uint8_t* p) {
@@ -225,8 +246,8 @@ struct executor::impl {
   // The BPF net guard on the launcher's cgroups, or null (said once).
   std::unique_ptr<net_guard> open_net_guard() {
     const char* without =
-        "network bytes are not counted, none and loopback sandboxes get a network namespace of their own, "
-        "functions with an allow-list are refused";
+        "none and loopback sandboxes get a network namespace of their own (their loopback's bytes are counted), "
+        "host sandboxes' bytes are not counted, functions with an allow-list are refused";
     if (!opts_.bpf) {
       log_->warn("BPF is off: {}", without);
       return nullptr;
@@ -763,10 +784,17 @@ struct executor::impl {
     read_traffic(w, out);
   }
 
-  // What the sandbox's sockets did since the last invocation.
+  // What the sandbox's sockets did since the last invocation. Without the net guard, a
+  // sandbox with a network namespace of its own has only its loopback, whose counters are
+  // its traffic (every byte it sends, it receives).
   void read_traffic(worker& w, outcome& out) {
-    if (!w.net_id) return;
-    auto now = net_->traffic(w.net_id);
+    std::optional<net_traffic> now;
+    if (w.net_id) {
+      if (auto t = net_->traffic(w.net_id)) now = *t;
+    } else if (const auto policy = w.spec->spec().network();
+               policy == proto::NetworkPolicy::none || policy == proto::NetworkPolicy::loopback) {
+      now = loopback_traffic(w.pid);
+    }
     if (!now) return;
     out.net_rx_bytes = now->rx_bytes - w.net.rx_bytes;
     out.net_tx_bytes = now->tx_bytes - w.net.tx_bytes;

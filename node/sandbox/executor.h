@@ -64,7 +64,8 @@ struct outcome {
   int64_t peak_memory_bytes = 0;
   // Network: the bytes of the IP packets the sandbox's sockets sent and received, and the
   // connects and sends its network policy refused (EPERM), during the invocation; from the
-  // BPF net guard (0 without it).
+  // BPF net guard. Without it, a sandbox with a network namespace of its own reports its
+  // loopback's counters, and one on the host's network 0.
   int64_t net_rx_bytes = 0;
   int64_t net_tx_bytes = 0;
   int64_t net_refused = 0;
