@@ -6,6 +6,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "node/bpf/cpu.h"
+#include "node/bpf/slots.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -15,21 +16,7 @@ char LICENSE[] SEC("license") = "GPL";
 // Tunables, set before load.
 const volatile bool debug = false;  // bpf_printk each kill (trace_pipe)
 
-// Watched cgroup id -> its slot in `slots`.
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 4096);
-  __type(key, __u64);
-  __type(value, __u32);
-} slot_of SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(map_flags, BPF_F_MMAPABLE);
-  __uint(max_entries, 4096);
-  __type(key, __u32);
-  __type(value, struct cpu_slot);
-} slots SEC(".maps");
+FNMESH_SLOT_TABLE(struct cpu_slot)
 
 // The task's sum_exec_runtime when last counted; a task born in a watched cgroup starts at 0.
 struct {
@@ -47,9 +34,7 @@ struct {
 // Adds what `task` (current, in cgroup `cgid`) ran since it was last counted; then, past an
 // armed budget, kills it and sends the arming's one event.
 static void account(struct task_struct *task, __u64 cgid) {
-  __u32 *i = bpf_map_lookup_elem(&slot_of, &cgid);
-  if (!i) return;
-  struct cpu_slot *s = bpf_map_lookup_elem(&slots, i);
+  struct cpu_slot *s = slot(cgid);
   if (!s) return;
   __u64 *last = bpf_task_storage_get(&counted, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!last) return;

@@ -7,24 +7,11 @@
 #include <bpf/bpf_helpers.h>
 
 #include "node/bpf/net.h"
+#include "node/bpf/slots.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-// Watched cgroup id -> its slot in `slots`.
-struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 4096);
-  __type(key, __u64);
-  __type(value, __u32);
-} slot_of SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_ARRAY);
-  __uint(map_flags, BPF_F_MMAPABLE);
-  __uint(max_entries, 4096);
-  __type(key, __u32);
-  __type(value, struct net_slot);
-} slots SEC(".maps");
+FNMESH_SLOT_TABLE(struct net_slot)
 
 struct {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -33,11 +20,6 @@ struct {
   __type(key, struct net_allow_key);
   __type(value, __u8);
 } allowed SEC(".maps");
-
-static struct net_slot *slot(__u64 id) {
-  __u32 *i = bpf_map_lookup_elem(&slot_of, &id);
-  return i ? bpf_map_lookup_elem(&slots, i) : 0;
-}
 
 // The socket's cgroup (set when the socket was made), not the running task's: ingress
 // runs in softirq.
