@@ -19,9 +19,9 @@ std::unexpected<std::error_code> fail_bpf(const char* what, int e);
 
 // One slot per watched cgroup: a hash map the programs look the cgroup id up in
 // (`slot_of`: cgroup id -> index) and an array of slots (BPF_F_MMAPABLE) mapped into this
-// process (slots.bpf.h declares both in a program), so the node reads and writes a slot with
-// loads and stores. A freed slot is
-// taken again last: a program still adding to it as its cgroup goes adds to no slot in use.
+// process (slots.bpf.h declares both in a program), so the node reads and writes a slot
+// with loads and stores. A freed slot is taken again last: a program still adding to it as
+// its cgroup goes adds to no slot in use.
 // Threads: none of its own; its owner locks.
 class slot_table {
  public:
