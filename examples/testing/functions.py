@@ -87,6 +87,21 @@ def net_send(event, ctx):
     return {"sent": n, "received": received}
 
 
+def net_bind(event, ctx):
+    """Binds a TCP socket to event["host"]:event["port"] and listens; returns "ok" or the
+    errno's name."""
+    import errno
+    import socket
+    host = event.get("host", "127.0.0.1")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, event["port"]))
+            s.listen(1)
+        return {"result": "ok"}
+    except OSError as e:
+        return {"result": errno.errorcode.get(e.errno, str(e))}
+
+
 def net_connect(event, ctx):
     """Connects over TCP to event["host"]:event["port"] (or, with "udp", sends it one
     datagram); returns "ok" or the errno's name."""

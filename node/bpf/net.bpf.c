@@ -1,6 +1,6 @@
 // Bytes in and out per watched cgroup v2 id, and the egress policy of each: connects and
 // unconnected sends of IPv4 and IPv6 sockets are refused (EPERM) unless the policy allows
-// the address. See net_guard.h.
+// the address, and an allow-list sandbox may not bind a port. See net_guard.h.
 #include "vmlinux.h"
 
 #include <bpf/bpf_endian.h>
@@ -92,3 +92,18 @@ int sendmsg4(struct bpf_sock_addr *ctx) { return decide4(ctx); }
 
 SEC("cgroup/sendmsg6")
 int sendmsg6(struct bpf_sock_addr *ctx) { return decide6(ctx); }
+
+// An allow-list sandbox is on the host's network: it may not take a port there, so it
+// cannot serve what its list does not name (binding port 0, as a client may, is fine).
+static int decide_bind(struct bpf_sock_addr *ctx) {
+  struct net_slot *u = slot(bpf_get_current_cgroup_id());
+  if (!u || u->policy != net_allow_list || ctx->user_port == 0) return 1;
+  __sync_fetch_and_add(&u->refused, 1);
+  return 0;
+}
+
+SEC("cgroup/bind4")
+int bind4(struct bpf_sock_addr *ctx) { return decide_bind(ctx); }
+
+SEC("cgroup/bind6")
+int bind6(struct bpf_sock_addr *ctx) { return decide_bind(ctx); }

@@ -57,7 +57,8 @@ result<std::unique_ptr<net_guard>> net_guard::open(const options& o) {
   // Links attach in multi mode: other programs on the directory stay, and ours go with us.
   for (auto [prog, link] : {std::pair{s.progs.count_in, &s.links.count_in}, {s.progs.count_out, &s.links.count_out},
                             {s.progs.connect4, &s.links.connect4}, {s.progs.connect6, &s.links.connect6},
-                            {s.progs.sendmsg4, &s.links.sendmsg4}, {s.progs.sendmsg6, &s.links.sendmsg6}}) {
+                            {s.progs.sendmsg4, &s.links.sendmsg4}, {s.progs.sendmsg6, &s.links.sendmsg6},
+                            {s.progs.bind4, &s.links.bind4}, {s.progs.bind6, &s.links.bind6}}) {
     *link = bpf_program__attach_cgroup(prog, dir.get());
     if (!*link) return fail_bpf("attach net.bpf.o", errno);
   }

@@ -8,7 +8,8 @@
 // EPERM, and count, what the cgroup's policy does not allow:
 //   none        every connect and every send with an address
 //   loopback    all but 127.0.0.0/8 and ::1 (in the sandbox's own network namespace)
-//   allow_list  all but its entries (network and port, common/allow_entry.h)
+//   allow_list  all but its entries (network and port, common/allow_entry.h); and, as it
+//               is on the host's network, every bind to a port (cgroup/bind4|6)
 //   host        nothing
 // Sandboxes are keyed by their cgroup v2 id (cgroup_id() of bpf.h). A socket
 // belongs to the cgroup of the task that made it. Unwatched cgroups are neither counted nor

@@ -198,6 +198,21 @@ TEST_F(network_test, an_allow_list_lets_its_entries_through_and_refuses_the_rest
   EXPECT_GE(sent.net_tx_bytes, megabyte);
 }
 
+// On the host's network, an allow-list sandbox may not take a port: it would serve from the
+// host what its list does not name. Binding port 0, as a client may, still works.
+TEST_F(network_test, an_allow_list_sandbox_cannot_bind_a_host_port) {
+  auto fn = spec_of("net-bind", "functions.net_bind", proto::NetworkPolicy::allow_list, {"127.0.0.1:9"});
+  outcome o;
+  EXPECT_EQ(connect_result(fn, {{"port", 18080}}, &o), "EPERM");
+  EXPECT_EQ(o.net_refused, 1);
+  EXPECT_EQ(connect_result(fn, {{"host", "::"}, {"port", 18080}}), "EPERM");
+  EXPECT_EQ(connect_result(fn, {{"port", 0}}, &o), "ok");
+  EXPECT_EQ(o.net_refused, 0);
+  // A loopback sandbox's network is its own: it binds what it likes.
+  auto own = spec_of("net-bind-own", "functions.net_bind", proto::NetworkPolicy::loopback);
+  EXPECT_EQ(connect_result(own, {{"port", 18080}}), "ok");
+}
+
 TEST_F(network_test, a_bad_allow_list_entry_fails_the_invocation_clearly) {
   auto fn = spec_of("net-connect", "functions.net_connect", proto::NetworkPolicy::allow_list, {"example.com:443"});
   auto o = invoke(fn, {{"port", 1}});
