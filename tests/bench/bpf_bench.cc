@@ -9,9 +9,7 @@
 //    meter (interrupt time is charged to the task it interrupts).
 // Needs root. build/bench/bpf_bench [--quick]
 #include <fcntl.h>
-#include <linux/sched.h>
 #include <sched.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +26,7 @@
 
 #include "node/bpf/cpu_meter.h"
 #include "node/sandbox/cgroups.h"
+#include "tests/support/cgroup_child.h"
 
 namespace fnmesh::node {
 namespace {
@@ -52,28 +51,21 @@ void pin_to_cpu0() {
   ::sched_setaffinity(0, sizeof set, &set);
 }
 
-// Runs `body` in a child born in the cgroup (clone3 CLONE_INTO_CGROUP) and returns the
-// figure it reports, or nullopt if it failed.
+// Runs `body` in a child born in the cgroup and returns the figure it reports, or nullopt
+// if it failed.
 template <class F>
-std::optional<int64_t> run_in(const sandbox_cgroup& cg, F body) {
+std::optional<int64_t> run_in(sandbox_cgroup& cg, F body) {
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) return std::nullopt;
-  clone_args a{};
-  a.flags = CLONE_INTO_CGROUP;
-  a.exit_signal = SIGCHLD;
-  a.cgroup = static_cast<uint64_t>(cg.v2_fd());
-  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &a, sizeof a));
-  if (pid == 0) {
+  auto child = test::spawn_in(cg, [&] {
     int64_t v = body();
-    ::_exit(::write(report[1], &v, sizeof v) == sizeof v ? 0 : 1);
-  }
+    return ::write(report[1], &v, sizeof v) == sizeof v ? 0 : 1;
+  });
   ::close(report[1]);
   int64_t v = -1;
-  bool got = pid > 0 && ::read(report[0], &v, sizeof v) == sizeof v;
+  bool got = child.pid > 0 && child.release() && ::read(report[0], &v, sizeof v) == sizeof v;
   ::close(report[0]);
-  int status = 0;
-  if (pid > 0) ::waitpid(pid, &status, 0);
-  return got && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? std::optional(v) : std::nullopt;
+  return got && child.exit_code() == 0 ? std::optional(v) : std::nullopt;
 }
 
 // ns per round trip of one byte between two processes over two pipes.
@@ -167,7 +159,7 @@ int run(bool quick) {
   auto plain = make("plain"), unwatched = make("unwatched"), watched = make("watched"), armed = make("armed");
   std::printf("%-34s %10s %12s %12s %12s\n", "ping-pong over pipes", "round trip", "on_switch", "switches/s",
               "on_timer");
-  auto row = [&](const char* name, const sandbox_cgroup& cg, const cpu_meter* m, bool one_cpu) {
+  auto row = [&](const char* name, sandbox_cgroup& cg, const cpu_meter* m, bool one_cpu) {
     auto before = m ? m->prog_stats() : std::vector<bpf_prog_stats>{};
     int64_t t0 = now_ns(CLOCK_MONOTONIC);
     auto rt = run_in(cg, [&] { return ping_pong(one_cpu, rounds); });

@@ -5,11 +5,9 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <linux/sched.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <chrono>
@@ -18,12 +16,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "node/sandbox/cgroups.h"
+#include "tests/support/cgroup_child.h"
 
 namespace fnmesh::node {
 namespace {
@@ -68,55 +66,11 @@ int64_t burn_until(int64_t ns) {
   return used;
 }
 
-// A child born in the sandbox's cgroup (clone3 CLONE_INTO_CGROUP, then attached to its v1
-// directories) that runs `body` once released. After the raw clone3 the child makes only
-// plain calls (and fork).
-struct child {
-  pid_t pid = -1;
-  int go = -1;
-  void release() {
-    EXPECT_EQ(::write(go, "x", 1), 1);
-    ::close(go);
-  }
-  int wait_status() const {
-    int status = 0;
-    EXPECT_EQ(::waitpid(pid, &status, 0), pid);
-    return status;
-  }
-  bool wait_stopped() const {
-    int status = 0;
-    return ::waitpid(pid, &status, WUNTRACED) == pid && WIFSTOPPED(status);
-  }
-  void resume() const { EXPECT_EQ(::kill(pid, SIGCONT), 0); }
-};
-
 // Stops the calling child until resume(): its CPU time so far is counted at the switch.
 // (raise() would use the tid glibc cached in the parent: after a raw clone3, call kill.)
 void stop_self() { ::kill(::getpid(), SIGSTOP); }
 
-child spawn_in(sandbox_cgroup& s, const std::function<int()>& body) {
-  int go[2];
-  EXPECT_EQ(::pipe2(go, O_CLOEXEC), 0);
-  clone_args a{};
-  a.exit_signal = SIGCHLD;
-  a.flags = CLONE_INTO_CGROUP;
-  a.cgroup = static_cast<uint64_t>(s.v2_fd());
-  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &a, sizeof a));
-  if (pid == 0) {
-    ::close(go[1]);
-    char c;
-    if (::read(go[0], &c, 1) != 1) ::_exit(100);
-    ::_exit(body());
-  }
-  ::close(go[0]);
-  EXPECT_GT(pid, 0) << std::strerror(errno);
-  auto attached = s.attach(pid);
-  EXPECT_TRUE(attached) << attached.error().message();
-  // Until it blocks, the child may still be running in the parent's v1 cgroups.
-  for (int i = 0; i < 1000 && text_of("/proc/" + std::to_string(pid) + "/stat").find(") S ") == std::string::npos; ++i)
-    std::this_thread::sleep_for(1ms);
-  return {pid, go[1]};
-}
+using test::spawn_in;
 
 // A pipe the child reports one figure through.
 struct report {

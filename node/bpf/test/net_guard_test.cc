@@ -4,14 +4,10 @@
 #include "node/bpf/net_guard.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <linux/sched.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -22,6 +18,7 @@
 
 #include "node/bpf/cpu_meter.h"
 #include "node/sandbox/cgroups.h"
+#include "tests/support/cgroup_child.h"
 
 namespace fnmesh::node {
 namespace {
@@ -133,26 +130,13 @@ int send_bytes(int64_t bytes, uint16_t port, const listener* own) {
   return 0;
 }
 
-// Runs `body` in a child born in `cg` (clone3 CLONE_INTO_CGROUP); its exit code is what
-// body returned.
-pid_t spawn_in(const sandbox_cgroup& cg, const std::function<int()>& body) {
-  clone_args a{};
-  a.exit_signal = SIGCHLD;
-  a.flags = CLONE_INTO_CGROUP;
-  a.cgroup = static_cast<uint64_t>(cg.v2_fd());
-  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &a, sizeof a));
-  if (pid == 0) ::_exit(body());
-  EXPECT_GT(pid, 0) << std::strerror(errno);
-  return pid;
+// Runs `body` in a child born in `cg`; returns its exit code (what body returned).
+int run_in(sandbox_cgroup& cg, const std::function<int()>& body) {
+  auto child = test::spawn_in(cg, body);
+  EXPECT_GT(child.pid, 0);
+  child.release();
+  return child.exit_code();
 }
-
-int exit_code(pid_t pid) {
-  int status = 0;
-  EXPECT_EQ(::waitpid(pid, &status, 0), pid);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-int run_in(const sandbox_cgroup& cg, const std::function<int()>& body) { return exit_code(spawn_in(cg, body)); }
 
 class net_guard_test : public ::testing::Test {
  protected:
@@ -239,8 +223,10 @@ TEST_F(net_guard_test, two_sandboxes_at_once_count_only_their_own_bytes) {
   auto small = make("small", proto::NetworkPolicy::host);
   listener sink;  // the test's: neither sandbox's
   // The test accepts and drains both connections while both children send.
-  pid_t a = spawn_in(big.cg, [&] { return send_bytes(4 * megabyte, sink.port, nullptr); });
-  pid_t b = spawn_in(small.cg, [&] { return send_bytes(64 * 1024, sink.port, nullptr); });
+  auto a = test::spawn_in(big.cg, [&] { return send_bytes(4 * megabyte, sink.port, nullptr); });
+  auto b = test::spawn_in(small.cg, [&] { return send_bytes(64 * 1024, sink.port, nullptr); });
+  a.release();
+  b.release();
   int peers[2] = {::accept4(sink.fd, nullptr, nullptr, SOCK_CLOEXEC), ::accept4(sink.fd, nullptr, nullptr, SOCK_CLOEXEC)};
   int64_t drained = 0;
   for (int open = 2; open > 0;) {
@@ -257,8 +243,8 @@ TEST_F(net_guard_test, two_sandboxes_at_once_count_only_their_own_bytes) {
         drained += std::max<ssize_t>(n, 0);
       }
   }
-  EXPECT_EQ(exit_code(a), 0);
-  EXPECT_EQ(exit_code(b), 0);
+  EXPECT_EQ(a.exit_code(), 0);
+  EXPECT_EQ(b.exit_code(), 0);
   EXPECT_EQ(drained, 4 * megabyte + 64 * 1024);
   auto tb = traffic(big), ts = traffic(small);
   std::printf("at once: 4 MiB sent: tx %lld rx %lld; 64 KiB sent: tx %lld rx %lld bytes\n", (long long)tb.tx_bytes,

@@ -4,11 +4,9 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <linux/sched.h>
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -17,9 +15,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <sstream>
 #include <thread>
+
+#include "tests/support/cgroup_child.h"
 
 namespace fnmesh::node {
 namespace {
@@ -117,45 +116,7 @@ bool in_procs(const std::string& dir, pid_t pid) {
   return false;
 }
 
-// A child started inside the sandbox (clone3 CLONE_INTO_CGROUP, then attach to v1) that
-// runs `body` once released. After the raw clone3 the child makes only plain calls.
-struct child {
-  pid_t pid = -1;
-  int go = -1;
-  void release() {
-    EXPECT_EQ(::write(go, "x", 1), 1);
-    ::close(go);
-    go = -1;
-  }
-  int wait_status() {
-    int status = 0;
-    EXPECT_EQ(::waitpid(pid, &status, 0), pid);
-    return status;
-  }
-};
-
-child spawn_in(sandbox_cgroup& s, const std::function<int()>& body) {
-  int go[2];
-  EXPECT_EQ(::pipe2(go, O_CLOEXEC), 0);
-  clone_args a{};
-  a.exit_signal = SIGCHLD;
-  if (s.v2_fd() >= 0) {
-    a.flags = CLONE_INTO_CGROUP;
-    a.cgroup = static_cast<uint64_t>(s.v2_fd());
-  }
-  pid_t pid = static_cast<pid_t>(::syscall(SYS_clone3, &a, sizeof a));
-  if (pid == 0) {
-    ::close(go[1]);
-    char c;
-    if (::read(go[0], &c, 1) != 1) ::_exit(100);
-    ::_exit(body());
-  }
-  ::close(go[0]);
-  EXPECT_GT(pid, 0) << std::strerror(errno);
-  auto attached = s.attach(pid);
-  EXPECT_TRUE(attached) << attached.error().message();
-  return {pid, go[1]};
-}
+using test::spawn_in;
 
 int touch_memory(size_t bytes) {
   auto* p = static_cast<volatile char*>(
