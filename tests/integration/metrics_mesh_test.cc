@@ -15,6 +15,7 @@
 
 #include "common/unique_fd.h"
 #include "tests/support/mesh.h"
+#include "tests/support/privileged.h"
 
 namespace p = fnmesh::proto;
 using json = nlohmann::json;
@@ -22,11 +23,6 @@ using namespace std::chrono_literals;
 using namespace fnmesh::test;
 
 namespace {
-
-bool require_privileged() {
-  const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
-  return v && std::string_view(v) == "1";
-}
 
 // GET http://127.0.0.1:<port><path>: the whole response, head and body.
 std::string http_get(int port, const std::string& path) {

@@ -16,6 +16,7 @@
 
 #include "tests/support/eventually.h"
 #include "tests/support/mesh.h"
+#include "tests/support/privileged.h"
 
 namespace fs = std::filesystem;
 namespace p = fnmesh::proto;
@@ -24,11 +25,6 @@ using namespace std::chrono_literals;
 using namespace fnmesh::test;  // the mesh fixture and its helpers
 
 namespace {
-
-bool require_privileged() {
-  const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
-  return v && std::string_view(v) == "1";
-}
 
 std::string text(std::span<const uint8_t> b) { return std::string(b.begin(), b.end()); }
 

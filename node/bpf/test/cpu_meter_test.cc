@@ -22,6 +22,7 @@
 
 #include "node/sandbox/cgroups.h"
 #include "tests/support/cgroup_child.h"
+#include "tests/support/privileged.h"
 
 namespace fnmesh::node {
 namespace {
@@ -31,10 +32,7 @@ using namespace std::chrono_literals;
 
 constexpr int64_t ms = 1'000'000;
 
-bool require_privileged() {
-  const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
-  return v && std::string_view(v) == "1";
-}
+using test::require_privileged;
 
 std::string text_of(const std::string& path) {
   std::ifstream f(path);

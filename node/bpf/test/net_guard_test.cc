@@ -19,16 +19,14 @@
 #include "node/bpf/cpu_meter.h"
 #include "node/sandbox/cgroups.h"
 #include "tests/support/cgroup_child.h"
+#include "tests/support/privileged.h"
 
 namespace fnmesh::node {
 namespace {
 
 constexpr int64_t megabyte = 1 << 20;
 
-bool require_privileged() {
-  const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
-  return v && std::string_view(v) == "1";
-}
+using test::require_privileged;
 
 // A listening TCP socket on `address` (127.0.0.1 or ::1), on an ephemeral port.
 struct listener {

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "tests/support/cgroup_child.h"
+#include "tests/support/privileged.h"
 
 namespace fnmesh::node {
 namespace {
@@ -77,10 +78,7 @@ TEST(cgroup_layout, comounted_subtree_mounts) {
   EXPECT_TRUE(l.v1[1].memory);
 }
 
-bool require_privileged() {
-  const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
-  return v && std::string_view(v) == "1";
-}
+using test::require_privileged;
 
 std::string text_of(const std::string& path) {
   std::ifstream f(path);

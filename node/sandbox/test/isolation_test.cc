@@ -31,6 +31,7 @@
 #include "node/sandbox/cgroups.h"
 #include "node/sandbox/executor.h"
 #include "tests/support/function_spec.h"
+#include "tests/support/privileged.h"
 #include "tests/support/sandbox_files.h"
 #include "tests/support/temp_dir.h"
 
@@ -185,10 +186,7 @@ def mixed(event, ctx):
     return {"did": what}
 )PY";
 
-bool require_privileged() {
-  const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
-  return v && std::string_view(v) == "1";
-}
+using test::require_privileged;
 
 std::string text_of(const fs::path& path) {
   std::ifstream f(path);

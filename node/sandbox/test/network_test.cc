@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "node/sandbox/executor.h"
+#include "tests/support/privileged.h"
 #include "tests/support/sandbox_files.h"
 
 namespace fnmesh::node {
@@ -25,10 +26,7 @@ using test::source_dir;
 
 constexpr int64_t megabyte = 1 << 20;
 
-bool require_privileged() {
-  const char* v = std::getenv("FNMESH_REQUIRE_PRIVILEGED");
-  return v && std::string_view(v) == "1";
-}
+using test::require_privileged;
 
 broker::function_ptr spec_of(const std::string& name, const std::string& handler, proto::NetworkPolicy network,
                              const std::vector<std::string>& allow = {}) {
