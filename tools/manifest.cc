@@ -413,7 +413,13 @@ parsed<std::vector<function_def>> parse_file(const std::filesystem::path& path) 
   }
   std::ostringstream text;
   text << in.rdbuf();
-  return parse_text(text.str(), path.string());
+  auto defs = parse_text(text.str(), path.string());
+  if (!defs) return defs;
+  // Watched folders are relative to the manifest's folder; the adapter needs them whole.
+  const auto folder = std::filesystem::absolute(path).parent_path();
+  for (auto& d : *defs)
+    for (auto& f : d.files) f = (folder / f).lexically_normal().string();
+  return defs;
 }
 
 std::filesystem::path find_in_folder(const std::filesystem::path& folder) {

@@ -55,7 +55,8 @@ inline constexpr std::string_view file_name = "fnmesh.yml";
 
 // Parses manifest text; `file` only labels errors.
 parsed<std::vector<function_def>> parse_text(std::string_view yaml, const std::string& file);
-// Reads and parses a manifest file.
+// Reads and parses a manifest file; relative `files` folders become absolute paths
+// against the manifest's folder.
 parsed<std::vector<function_def>> parse_file(const std::filesystem::path& path);
 // The manifest of a function folder: <folder>/fnmesh.yml (or fnmesh.yaml).
 std::filesystem::path find_in_folder(const std::filesystem::path& folder);

@@ -229,5 +229,19 @@ TEST(manifest, parse_file_and_check_folder) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(manifest, watched_folders_are_relative_to_the_manifest) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("manifest_files_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "fnmesh.yml") << "functions:\n  f:\n    runtime: python3\n    handler: h.h\n"
+                                       "    triggers: {files: [./inbox, ../out/, /var/drop]}\n";
+  auto parsed = parse_file(dir / "fnmesh.yml");
+  ASSERT_TRUE(parsed) << parsed.error().what();
+  EXPECT_EQ(parsed->at(0).files,
+            (std::vector<std::string>{(dir / "inbox").string(),
+                                      (dir.parent_path() / "out/").string(), "/var/drop"}));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace fnmesh::manifest
