@@ -19,12 +19,15 @@ packages=(
   python3 nodejs curl
   python3-dev          # the python zygote embeds the interpreter (node/runtimes/python/zygote.cc)
   bubblewrap           # the reference sandbox the sandbox benchmark measures against
+  wrk                  # the http adapter's load benchmark (tests/bench/http_adapter.sh)
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm installs the outside Node.js NATS client the tests use; some nodejs packages ship it.
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "setup: installing ${missing[*]}"

@@ -11,7 +11,10 @@ std::vector<uint8_t> encode_spec(const function_fields& f) {
   flatbuffers::FlatBufferBuilder b;
   std::vector<flatbuffers::Offset<proto::KeyValue>> env;
   for (const auto& [k, v] : f.env) env.push_back(proto::CreateKeyValueDirect(b, k.c_str(), v.c_str()));
-  auto triggers = proto::CreateTriggers(b, f.http, 0, f.events.empty() ? 0 : b.CreateVectorOfStrings(f.events));
+  auto strings = [&b](const std::vector<std::string>& v) {
+    return v.empty() ? 0 : b.CreateVectorOfStrings(v);
+  };
+  auto triggers = proto::CreateTriggers(b, f.http, strings(f.cron), strings(f.events), strings(f.files));
   b.Finish(proto::CreateFunctionSpecDirect(
       b, f.name.c_str(), f.version.c_str(), f.tenant.c_str(), f.runtime, f.handler.c_str(),
       f.memory_mb, f.timeout_s, f.concurrency, env.empty() ? nullptr : &env,

@@ -29,7 +29,9 @@ struct function_fields {
   uint32_t pids_max = 256;
   uint32_t cpu_budget_ms = 0;
   bool http = true;
+  std::vector<std::string> cron;    // 5-field expressions or @every <duration>
   std::vector<std::string> events;  // subjects under fnmesh.events.
+  std::vector<std::string> files;   // watched folders (absolute)
 };
 
 std::vector<uint8_t> encode_spec(const function_fields& f);
