@@ -31,6 +31,28 @@ struct up_options {
   int wait_s = 30;
 };
 
+// The http adapter's API keys for this mesh home: made once (tenant default, one random
+// key), readable by the owner only. Returns the default tenant's first key.
+result<std::string> ensure_api_keys(const fs::path& file) {
+  if (!fs::exists(file)) {
+    std::ifstream random("/dev/urandom", std::ios::binary);
+    unsigned char bytes[16];
+    if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes))
+      return std::unexpected(std::error_code(errno, std::system_category()));
+    std::string key = "fnk-";
+    for (unsigned char b : bytes) key += "0123456789abcdef"[b >> 4], key += "0123456789abcdef"[b & 15];
+    const fs::path tmp = file.string() + ".tmp";
+    std::ofstream(tmp) << "# fnmesh-http API keys: tenant: [keys] (Authorization: Bearer <key>)\n"
+                       << "default: [" << key << "]\n";
+    fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write);
+    fs::rename(tmp, file);
+  }
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("default: [")) return line.substr(10, line.find_first_of(",]") - 10);
+  return std::string();
+}
+
 // Polls `ready` until it holds, `running` fails, or the time is up.
 template <class Ready, class Running>
 bool wait_for(Ready ready, Running running, std::chrono::milliseconds limit) {
@@ -175,7 +197,15 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   const std::string collector_ep = "tcp://127.0.0.1:" + std::to_string(collector_port);
   const std::string http_url = "http://127.0.0.1:" + std::to_string(http_port);
   json endpoints = {{"nats", nats_url}, {"collector", collector_ep}};
-  if (with_http) endpoints["http"] = http_url;
+  const fs::path keys_file = home / "api-keys.yml";
+  std::string api_key;
+  if (with_http) {
+    endpoints["http"] = http_url;
+    endpoints["api_keys"] = keys_file.string();
+    auto key = ensure_api_keys(keys_file);
+    if (!key) return fail("cannot write " + keys_file.string() + ": " + key.error().message());
+    api_key = *key;
+  }
   mesh_start mesh(home, endpoints);
   const auto wait_limit = std::chrono::seconds(o.wait_s);
   const std::string log_level = "info";
@@ -235,7 +265,8 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   if (with_http) {
     daemon_process http{"fnmesh-http", http_bin,
                         {"--nats", nats_url, "--listen", "127.0.0.1:" + std::to_string(http_port),
-                         "--collector", collector_ep, "--log-level", log_level},
+                         "--collector", collector_ep, "--api-keys", keys_file.string(),
+                         "--log-level", log_level},
                         http_url};
     if (auto ok = mesh.start(http); !ok) return mesh.abort(http.name, "could not start: " + ok.error().message());
     const pid_t pid = mesh.last().pid;
@@ -253,7 +284,9 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   mesh.write(true);
   std::printf("mesh is up (state in %s)\n", home.c_str());
   std::printf("  nats       %s\n  collector  %s\n", nats_url.c_str(), collector_ep.c_str());
-  if (with_http) std::printf("  http       %s\n", http_url.c_str());
+  if (with_http)
+    std::printf("  http       %s  (Authorization: Bearer %s; keys in %s)\n", http_url.c_str(),
+                api_key.c_str(), keys_file.c_str());
   std::printf("  node       %s\n", std::string(node_id).c_str());
   if (!with_events) std::printf("  (fnmesh-events not built: events are not dispatched)\n");
   return 0;

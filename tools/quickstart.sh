@@ -41,6 +41,7 @@ else
   fi
 fi
 http="$("$fnmesh" status --json | json_field http)"
+keys="$("$fnmesh" status --json | json_field api_keys)"
 
 step "deploying every example"
 for folder in examples/*/; do
@@ -59,8 +60,10 @@ run "$fnmesh" invoke wordcount --data 'the quick brown fox jumps over the lazy d
 
 if [ -n "$http" ]; then
   step "trigger: HTTP"
-  printf '$ curl -X POST %s/function/hello\n' "$http"
-  curl -sS -X POST -H 'Content-Type: application/json' --data '{"name":"http"}' "$http/function/hello"
+  key="$(sed -n 's/^default: \[\([^],]*\).*/\1/p' "$keys")"
+  printf '$ curl -X POST -H "Authorization: Bearer %s" %s/function/hello\n' "$key" "$http"
+  curl -sS -X POST -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
+    --data '{"name":"http"}' "$http/function/hello"
   echo
 fi
 

@@ -42,7 +42,7 @@ invoker::invoker(connection& conn, function_registry* registry, limits lim)
 result<published> invoker::invoke(const invocation_request& req, bool async_publish) {
   if (!valid_name(req.tenant) || !valid_name(req.function)) return fail(errc::invalid_argument);
 
-  const bool sync = req.reply_endpoint.has_value();
+  const bool sync = req.reply_endpoint.has_value() && !req.callback;
   const size_t limit = sync ? limits_.sync_payload : limits_.async_payload;
   if (req.payload.size() > limit) {
     log()->info("{}.{}: payload of {} bytes refused ({} limit: {} bytes)", req.tenant,
@@ -81,8 +81,9 @@ result<published> invoker::invoke(const invocation_request& req, bool async_publ
   auto trace_off = b.CreateString(id);
   auto parent_off = b.CreateString(req.parent_id);
   flatbuffers::Offset<proto::ReplyTo> reply_off;
-  if (sync)
-    reply_off = proto::CreateReplyTo(b, b.CreateString(*req.reply_endpoint), req.correlation);
+  if (req.reply_endpoint)
+    reply_off = proto::CreateReplyTo(b, b.CreateString(*req.reply_endpoint), req.correlation,
+                                     req.callback);
   proto::InvocationBuilder ib(b);
   ib.add_id(id_off);
   ib.add_tenant(tenant_off);
@@ -95,7 +96,7 @@ result<published> invoker::invoke(const invocation_request& req, bool async_publ
   // A sync caller stops waiting after the timeout; an async invocation may wait in the
   // queue, so its timeout counts from its start (deadline 0).
   if (sync) ib.add_deadline_ns(now + int64_t(spec->timeout_s()) * 1'000'000'000);
-  if (sync) ib.add_reply(reply_off);
+  if (req.reply_endpoint) ib.add_reply(reply_off);
   ib.add_trace_id(trace_off);
   ib.add_parent_id(parent_off);
   ib.add_published_ns(now);

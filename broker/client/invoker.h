@@ -28,6 +28,8 @@ struct invocation_request {
   // Sync: the ROUTER endpoint the caller waits on, and its correlation tag.
   std::optional<std::string> reply_endpoint;
   uint64_t correlation = 0;
+  // With reply_endpoint: an async invocation whose result still goes there (a callback).
+  bool callback = false;
   std::string parent_id;
 };
 

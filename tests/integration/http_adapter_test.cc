@@ -2,6 +2,7 @@
 // over plain HTTP/1.1 sockets. The test plays the node: it pulls invocations from the
 // function's consumer and sends Results to the reply endpoint named in them.
 #include <arpa/inet.h>
+#include <sys/resource.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +27,8 @@
 #include "flatbuffers/proto.h"
 #include "tests/support/child_process.h"
 #include "tests/support/function_spec.h"
+#include "tests/support/eventually.h"
+#include "tests/support/invocation_queue.h"
 #include "tests/support/mesh.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
@@ -93,6 +96,11 @@ http_reply http_call(int port, std::string_view method, std::string_view path,
   return out;
 }
 
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
 class http_adapter : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -106,6 +114,15 @@ class http_adapter : public ::testing::Test {
                                                                .runtime = proto::Runtime::exec,
                                                                .handler = "./run",
                                                                .timeout_s = timeout})));
+    // concurrency 1 (429s), and a long timeout for calls that wait long.
+    ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = "single",
+                                                             .runtime = proto::Runtime::exec,
+                                                             .handler = "./run",
+                                                             .concurrency = 1})));
+    ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = "sleepy",
+                                                             .runtime = proto::Runtime::exec,
+                                                             .handler = "./run",
+                                                             .timeout_s = 30})));
     ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = "internal",
                                                              .runtime = proto::Runtime::exec,
                                                              .handler = "./run",
@@ -119,18 +136,29 @@ class http_adapter : public ::testing::Test {
     for (auto& [name, sub] : subs_) natsSubscription_Destroy(sub);
   }
 
+  // `auth`: --no-auth, or --api-keys FILE.
   test::child_process start_adapter(const std::string& listen, const std::string& log,
-                                    const std::string& collector = "tcp://127.0.0.1:9") {
+                                    const std::string& collector = "tcp://127.0.0.1:9",
+                                    std::vector<std::string> auth = {"--no-auth"}) {
     fs::remove(dir_ / "port");
+    std::vector<std::string> args = {"--nats", nats_->url(), "--listen", listen, "--port-file",
+                                     (dir_ / "port").string(), "--collector", collector,
+                                     "--wait-margin-ms", "500", "--log-level", "debug",
+                                     "--callback-backoff-ms", "100"};
+    args.insert(args.end(), auth.begin(), auth.end());
     auto p = test::child_process::spawn(
-        {.program = test::bin("fnmesh-http"),
-         .args = {"--nats", nats_->url(), "--listen", listen, "--port-file",
-                  (dir_ / "port").string(), "--collector", collector,
-                  "--wait-margin-ms", "500", "--log-level", "debug"},
-         .log = dir_ / log});
+        {.program = test::bin("fnmesh-http"), .args = std::move(args), .log = dir_ / log});
     for (int i = 0; i < 200 && !fs::exists(dir_ / "port") && p.running(); ++i)
       std::this_thread::sleep_for(25ms);
     return p;
+  }
+
+  // Replaces the fixture's adapter with another started with `auth`.
+  void restart_adapter(std::vector<std::string> auth) {
+    adapter_->stop(10s);
+    adapter_ = start_adapter("127.0.0.1:0", "adapter-2.log", "tcp://127.0.0.1:9", std::move(auth));
+    std::ifstream(dir_ / "port") >> host_port_;
+    port_ = std::stoi(host_port_.substr(host_port_.rfind(':') + 1));
   }
 
   // The next invocation on a function's consumer (acked), verified; empty if none came.
@@ -190,6 +218,9 @@ class http_adapter : public ::testing::Test {
   }
 
   std::string metrics() { return http_call(port_, "GET", "/metrics").body; }
+  bool eventually_metric(const std::string& line) {
+    return test::eventually([&] { return metrics().find(line) != std::string::npos; }, 10s);
+  }
 
   test::temp_dir dir_{"http-adapter"};
   std::unique_ptr<test::nats_server> nats_;
@@ -447,7 +478,8 @@ TEST_F(http_adapter, expect_100_continue_is_honoured_and_refusals_skip_the_body)
       body);
   EXPECT_TRUE(cont.starts_with("HTTP/1.1 100")) << cont;
   EXPECT_TRUE(final.starts_with("HTTP/1.1 202")) << final;
-  auto* inv = proto::verified<proto::Invocation>(pull("echo"));
+  const auto pulled = pull("echo");
+  auto* inv = proto::verified<proto::Invocation>(pulled);
   ASSERT_NE(inv, nullptr);
   EXPECT_EQ(proto::text(proto::bytes(inv->payload())), body);
 
@@ -490,10 +522,263 @@ TEST_F(http_adapter, port_taken_is_one_clear_line_and_sigterm_exits_0) {
   EXPECT_EQ(adapter_->stop(10s), 0) << adapter_->log_text();
 }
 
+TEST_F(http_adapter, api_keys_gate_every_invocation_and_name_the_callers_tenant) {
+  ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = "echo", .tenant = "acme",
+                                                           .runtime = proto::Runtime::exec,
+                                                           .handler = "./run"})));
+  const std::string default_key = "k-default-5f1c0e9a7b";
+  const std::string acme_key = "k-acme-93d2b7c41e0f";
+  std::ofstream(dir_ / "keys.yml") << "default: [" << default_key << "]\nacme: [" << acme_key << "]\n";
+  restart_adapter({"--api-keys", (dir_ / "keys.yml").string()});
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto bearer = [](const std::string& key) { return "Authorization: Bearer " + key + "\r\n"; };
+
+  for (auto [path, headers] : {std::pair<std::string, std::string>{"/function/echo", ""},
+                               {"/async-function/echo", ""},
+                               {"/async-function/echo", bearer("k-wrong-0000000000")},
+                               {"/async-function/echo", "Authorization: Basic a2V5Og==\r\n"}}) {
+    auto r = http_call(port_, "POST", path, "{}", true, headers);
+    EXPECT_EQ(r.status, 401) << path << " " << headers << r.body;
+    EXPECT_EQ(r.headers["www-authenticate"], "Bearer realm=\"fnmesh\"");
+  }
+  EXPECT_EQ(http_call(port_, "GET", "/invocations/" + new_ulid()).status, 401);
+  EXPECT_EQ(http_call(port_, "GET", "/healthz").status, 200);  // probes need no key
+
+  // Each key invokes its own tenant's function of that name.
+  test::invocation_queue acme(*conn_, "echo", "acme");
+  auto a = http_call(port_, "POST", "/async-function/echo", "for acme", true, bearer(acme_key));
+  ASSERT_EQ(a.status, 202) << a.body;
+  auto d = http_call(port_, "POST", "/async-function/echo", "for default", true, bearer(default_key));
+  ASSERT_EQ(d.status, 202) << d.body;
+  auto acme_ids = acme.drain_ids(1s);
+  EXPECT_EQ(acme_ids, std::vector<std::string>{a.headers["x-call-id"]});
+  const auto pulled = pull("echo");
+  auto* inv = proto::verified<proto::Invocation>(pulled);
+  ASSERT_NE(inv, nullptr);
+  EXPECT_EQ(proto::view(inv->id()), d.headers["x-call-id"]);
+  EXPECT_EQ(proto::view(inv->tenant()), "default");
+  EXPECT_TRUE(pull("echo", 500ms).empty()) << "a refused call published nothing";
+  // acme has no function "quick": its key does not reach default's.
+  EXPECT_EQ(http_call(port_, "POST", "/function/quick", "x", true, bearer(acme_key)).status, 404);
+}
+
+TEST_F(http_adapter, sync_calls_over_the_functions_concurrency_get_429) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto [first, data] = call_sync("single", "one");
+  auto* inv = proto::verified<proto::Invocation>(data);
+  ASSERT_NE(inv, nullptr);
+  auto over = http_call(port_, "POST", "/function/single", "two");
+  EXPECT_EQ(over.status, 429) << over.body;
+  EXPECT_NE(over.body.find("too_many_requests"), std::string::npos) << over.body;
+  EXPECT_TRUE(pull("single", 500ms).empty()) << "the refused call was published";
+  reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+  reply(*inv, proto::Status::ok, "one done");
+  ASSERT_EQ(first.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(first.get().status, 200);
+
+  auto [third, again] = call_sync("single", "three");  // room again
+  auto* inv3 = proto::verified<proto::Invocation>(again);
+  ASSERT_NE(inv3, nullptr);
+  reply(*inv3, proto::Status::ok, "three done");
+  ASSERT_EQ(third.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(third.get().body, "three done");
+}
+
+// A one-connection-at-a-time HTTP receiver for callbacks: answers the first `refuse`
+// requests 503, then 200, and keeps what it accepted.
+class callback_receiver {
+ public:
+  explicit callback_receiver(int refuse) : refuse_(refuse) {
+    fd_ = unique_fd(::socket(AF_INET, SOCK_STREAM, 0));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), len), 0);
+    EXPECT_EQ(::listen(fd_.get(), 8), 0);
+    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~callback_receiver() {
+    ::shutdown(fd_.get(), SHUT_RDWR);
+    thread_.join();
+  }
+  int port() const { return port_; }
+  int requests() const { return requests_; }
+  std::future<std::string> accepted() { return accepted_.get_future(); }
+
+ private:
+  void serve() {
+    for (;;) {
+      unique_fd c(::accept(fd_.get(), nullptr, nullptr));
+      if (!c) return;
+      std::string raw;
+      char buf[4096];
+      size_t need = std::string::npos;
+      while (raw.size() < need) {
+        ssize_t n = ::recv(c.get(), buf, sizeof buf, 0);
+        if (n <= 0) break;
+        raw.append(buf, size_t(n));
+        auto head = raw.find("\r\n\r\n");
+        auto cl = raw.find("Content-Length: ");
+        if (head != std::string::npos && cl != std::string::npos)
+          need = head + 4 + std::stoul(raw.substr(cl + 16));
+      }
+      const bool accept = ++requests_ > refuse_;
+      const std::string answer = accept ? "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                                        : "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n";
+      ::send(c.get(), answer.data(), answer.size(), MSG_NOSIGNAL);
+      if (accept) {
+        accepted_.set_value(raw);
+        return;
+      }
+    }
+  }
+
+  int refuse_;
+  unique_fd fd_;
+  int port_ = 0;
+  std::atomic<int> requests_{0};
+  std::promise<std::string> accepted_;
+  std::thread thread_;
+};
+
+TEST_F(http_adapter, async_callback_gets_the_result_and_is_retried_until_accepted) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  auto bad = http_call(port_, "POST", "/async-function/echo", "x", true,
+                       "X-Callback-Url: https://example.com/hook\r\n");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_TRUE(pull("echo", 500ms).empty()) << "a refused call was published";
+
+  callback_receiver receiver(2);
+  auto accepted = receiver.accepted();
+  auto r = http_call(port_, "POST", "/async-function/echo", "work", true,
+                     "X-Callback-Url: http://127.0.0.1:" + std::to_string(receiver.port()) + "/hook?job=7\r\n");
+  ASSERT_EQ(r.status, 202) << r.body;
+  const auto pulled = pull("echo");
+  auto* inv = proto::verified<proto::Invocation>(pulled);
+  ASSERT_NE(inv, nullptr);
+  ASSERT_NE(inv->reply(), nullptr);
+  EXPECT_TRUE(inv->reply()->callback()) << "still an async invocation";
+  EXPECT_EQ(inv->deadline_ns(), 0) << "an async invocation's timeout counts from its start";
+  reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+  reply(*inv, proto::Status::ok, "work done");
+
+  ASSERT_EQ(accepted.wait_for(20s), std::future_status::ready) << adapter_->log_text();
+  const std::string got = accepted.get();
+  EXPECT_EQ(receiver.requests(), 3) << "two refusals, then accepted";
+  EXPECT_TRUE(got.starts_with("POST /hook?job=7 HTTP/1.1\r\n")) << got;
+  EXPECT_NE(got.find("X-Call-Id: " + r.headers["x-call-id"] + "\r\n"), std::string::npos) << got;
+  EXPECT_NE(got.find("X-Function-Status: 200\r\n"), std::string::npos) << got;
+  EXPECT_NE(got.find("X-Fnmesh-Status: ok\r\n"), std::string::npos) << got;
+  EXPECT_TRUE(got.ends_with("\r\n\r\nwork done")) << got;
+  EXPECT_TRUE(eventually_metric("fnmesh_http_callbacks_delivered_total 1\n")) << metrics();
+}
+
+TEST_F(http_adapter, a_thousand_sync_calls_wait_at_once_on_a_few_threads) {
+  constexpr int calls = 1000;
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  // curl holds a socket per call, and so does the adapter (it raises its own limit).
+  rlimit lim{};
+  ::getrlimit(RLIMIT_NOFILE, &lim);
+  lim.rlim_cur = lim.rlim_max;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  ASSERT_GE(lim.rlim_cur, rlim_t(calls + 100));
+  // curl runs at most 300 transfers at once: five of them, 200 calls each.
+  constexpr int curls = 5;
+  std::vector<test::child_process> clients;
+  for (int k = 0; k < curls; ++k) {
+    const fs::path config = dir_ / ("calls-" + std::to_string(k) + ".curl");
+    {
+      std::ofstream out(config);
+      for (int i = k; i < calls; i += curls)
+        out << "url = \"http://" << host_port_ << "/function/sleepy?call=" << i << "\"\noutput = \""
+            << (dir_ / ("out-" + std::to_string(i))).string() << "\"\n";
+    }
+    clients.push_back(test::child_process::spawn(
+        {.program = "/usr/bin/curl",
+         .args = {"-sS", "--no-progress-meter", "--parallel", "--parallel-immediate", "--parallel-max",
+                  std::to_string(calls / curls), "--max-time", "60", "-d", "zzz", "-w",
+                  "%{http_code}\n", "-K", config.string()},
+         .log = dir_ / ("curl-" + std::to_string(k) + ".log")}));
+  }
+
+  // Plays a node that runs every call for 1 s — but answers none until all are waiting.
+  test::invocation_queue queue(*conn_, "sleepy");
+  std::vector<std::vector<uint8_t>> held;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (held.size() < size_t(calls) && std::chrono::steady_clock::now() < deadline) {
+    auto got = queue.pull(200ms);
+    held.insert(held.end(), std::make_move_iterator(got.begin()), std::make_move_iterator(got.end()));
+  }
+  ASSERT_EQ(held.size(), size_t(calls)) << adapter_->log_text();
+  EXPECT_TRUE(eventually_metric("fnmesh_http_waiting_requests 1000\n")) << metrics();
+  std::string status = read_file("/proc/" + std::to_string(adapter_->pid()) + "/status");
+  const int threads = std::atoi(status.c_str() + status.find("Threads:") + 8);
+  EXPECT_LT(threads, 16) << "no thread per waiting request";
+  std::this_thread::sleep_for(1s);
+  for (const auto& data : held) {
+    auto* inv = proto::verified<proto::Invocation>(data);
+    reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+    const std::string source(proto::view(inv->source()));
+    reply(*inv, proto::Status::ok, source.substr(source.find("call=") + 5));
+  }
+  for (auto& curl : clients) {
+    auto code = curl.wait(60s);
+    ASSERT_TRUE(code.has_value());
+    EXPECT_EQ(*code, 0) << curl.log_text();
+    const std::string codes = curl.log_text();
+    EXPECT_EQ(std::count(codes.begin(), codes.end(), '\n'), calls / curls);
+    EXPECT_EQ(codes.find_first_not_of("200\n"), std::string::npos) << codes;
+  }
+  for (int i = 0; i < calls; ++i)
+    ASSERT_EQ(read_file(dir_ / ("out-" + std::to_string(i))), std::to_string(i)) << "call " << i;
+}
+
+TEST_F(http_adapter, serves_again_after_the_nats_server_restarts) {
+  ASSERT_GT(port_, 0) << adapter_->log_text();
+  nats_->stop();
+  nats_->restart();
+  ASSERT_TRUE(adapter_->wait_for_log("reconnected", 15s)) << adapter_->log_text();
+  for (auto& [name, sub] : subs_) natsSubscription_Destroy(sub);
+  subs_.clear();
+  auto [fut, data] = call_sync("echo", "after restart");
+  auto* inv = proto::verified<proto::Invocation>(data);
+  ASSERT_NE(inv, nullptr) << adapter_->log_text();
+  reply_endpoint_ = std::string(proto::view(inv->reply()->endpoint()));
+  reply(*inv, proto::Status::ok, "still here");
+  ASSERT_EQ(fut.wait_for(10s), std::future_status::ready);
+  auto r = fut.get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "still here");
+}
+
+TEST_F(http_adapter, without_keys_or_no_auth_it_refuses_to_start) {
+  auto p = test::child_process::spawn({.program = test::bin("fnmesh-http"),
+                                       .args = {"--nats", nats_->url(), "--listen", "127.0.0.1:0"},
+                                       .log = dir_ / "noauth.log"});
+  auto code = p.wait(15s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(p.log_text().find("give --api-keys FILE"), std::string::npos) << p.log_text();
+  std::ofstream(dir_ / "short.yml") << "default: [short]\n";
+  auto bad = test::child_process::spawn({.program = test::bin("fnmesh-http"),
+                                         .args = {"--nats", nats_->url(), "--listen", "127.0.0.1:0",
+                                                  "--api-keys", (dir_ / "short.yml").string()},
+                                         .log = dir_ / "badkeys.log"});
+  code = bad.wait(15s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 1);
+  EXPECT_NE(bad.log_text().find("short.yml:1: default: a key must be at least 16 characters"),
+            std::string::npos)
+      << bad.log_text();
+}
+
 TEST_F(http_adapter, nats_unreachable_is_one_line_naming_the_url) {
   auto p = test::child_process::spawn({.program = test::bin("fnmesh-http"),
                                        .args = {"--nats", "nats://127.0.0.1:9", "--listen",
-                                                "127.0.0.1:0"},
+                                                "127.0.0.1:0", "--no-auth"},
                                        .log = dir_ / "nonats.log"});
   auto code = p.wait(15s);
   ASSERT_TRUE(code.has_value());

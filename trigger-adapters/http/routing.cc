@@ -57,13 +57,14 @@ std::string error_json(std::string_view code,
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
-std::string activation_json(std::string_view id, const proto::ActivationReport& report) {
+std::string activation_json(std::string_view id, const proto::ActivationReport& report,
+                            std::string_view tenant) {
   const auto* attempts = report.attempts();
   if (!attempts || attempts->size() == 0) return {};
   const proto::Completion* last = nullptr;
   for (const auto* c : *attempts)
     if (c && c->result()) last = c;
-  if (!last) return {};
+  if (!last || !last->usage() || proto::view(last->usage()->tenant()) != tenant) return {};
   const auto& r = *last->result();
   nlohmann::json j;
   j["id"] = id;
@@ -73,7 +74,7 @@ std::string activation_json(std::string_view id, const proto::ActivationReport& 
   j["attempts"] = attempts->size();
   j["attempt"] = r.attempt();
   j["node"] = proto::view(r.node_id());
-  if (last->usage()) j["function"] = proto::view(last->usage()->function());
+  j["function"] = proto::view(last->usage()->function());
   if (const auto* t = r.timings()) {
     j["started_ns"] = t->started_ns();
     j["finished_ns"] = t->finished_ns();
@@ -86,26 +87,65 @@ uint64_t request_metrics::answered_with(int status) const {
   return it == by_status_.end() ? 0 : it->second;
 }
 
-std::string request_metrics::render(uint64_t malformed_results, uint64_t unmatched_results,
-                                    size_t waiting) const {
+std::string request_metrics::render(const adapter_counts& counts) const {
   std::string out;
+  auto metric = [&out](std::string_view name, std::string_view type, std::string_view help,
+                       uint64_t value) {
+    out += "# HELP " + std::string(name) + " " + std::string(help) + "\n# TYPE " +
+           std::string(name) + " " + std::string(type) + "\n" + std::string(name) + " " +
+           std::to_string(value) + "\n";
+  };
   out += "# HELP fnmesh_http_requests_total HTTP requests answered, by status code.\n";
   out += "# TYPE fnmesh_http_requests_total counter\n";
   for (const auto& [code, n] : by_status_)
     out += "fnmesh_http_requests_total{code=\"" + std::to_string(code) + "\"} " +
            std::to_string(n) + "\n";
-  out += "# HELP fnmesh_http_results_malformed_total Frames on the reply socket that failed "
-         "verification (dropped).\n";
-  out += "# TYPE fnmesh_http_results_malformed_total counter\n";
-  out += "fnmesh_http_results_malformed_total " + std::to_string(malformed_results) + "\n";
-  out += "# HELP fnmesh_http_results_unmatched_total Results for no waiting request (late or "
-         "unknown).\n";
-  out += "# TYPE fnmesh_http_results_unmatched_total counter\n";
-  out += "fnmesh_http_results_unmatched_total " + std::to_string(unmatched_results) + "\n";
-  out += "# HELP fnmesh_http_waiting_requests Synchronous requests waiting for their result.\n";
-  out += "# TYPE fnmesh_http_waiting_requests gauge\n";
-  out += "fnmesh_http_waiting_requests " + std::to_string(waiting) + "\n";
+  metric("fnmesh_http_results_malformed_total", "counter",
+         "Frames on the reply socket that failed verification (dropped).", counts.malformed_results);
+  metric("fnmesh_http_results_unmatched_total", "counter",
+         "Results for no waiting request (late or unknown).", counts.unmatched_results);
+  metric("fnmesh_http_waiting_requests", "gauge",
+         "Synchronous requests waiting for their result.", counts.waiting);
+  metric("fnmesh_http_callbacks_pending", "gauge",
+         "Async calls whose callback waits for the result.", counts.callbacks_pending);
+  metric("fnmesh_http_callbacks_delivered_total", "counter",
+         "Results POSTed to their X-Callback-Url and answered 2xx.", counts.callbacks_delivered);
+  metric("fnmesh_http_callbacks_failed_total", "counter",
+         "Callbacks given up after every retry.", counts.callbacks_failed);
+  metric("fnmesh_http_callbacks_expired_total", "counter",
+         "Callbacks whose result did not come within the callback wait.", counts.callbacks_expired);
   return out;
+}
+
+std::optional<callback_target> parse_callback_url(std::string_view url) {
+  constexpr std::string_view scheme = "http://";
+  if (!url.starts_with(scheme)) return std::nullopt;
+  url.remove_prefix(scheme.size());
+  const auto slash = url.find('/');
+  const std::string_view authority = url.substr(0, slash);
+  callback_target t;
+  if (slash != std::string_view::npos) t.path = std::string(url.substr(slash));
+  if (authority.empty() || authority.find('@') != std::string_view::npos) return std::nullopt;
+  std::string_view host = authority;
+  if (host.front() == '[') {  // [v6]:port
+    const auto close = host.find(']');
+    if (close == std::string_view::npos) return std::nullopt;
+    t.host = std::string(host.substr(1, close - 1));
+    host.remove_prefix(close + 1);
+    if (!host.empty() && host.front() != ':') return std::nullopt;
+  } else {
+    t.host = std::string(host.substr(0, host.find(':')));
+    host.remove_prefix(t.host.size());
+  }
+  if (!host.empty()) {
+    const auto port = host.substr(1);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos ||
+        std::stoi(std::string(port)) > 65535 || std::stoi(std::string(port)) == 0)
+      return std::nullopt;
+    t.port = std::string(port);
+  }
+  if (t.host.empty() || t.path.find_first_of(" \r\n") != std::string::npos) return std::nullopt;
+  return t;
 }
 
 }  // namespace fnmesh::http_adapter

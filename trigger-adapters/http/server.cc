@@ -23,6 +23,7 @@
 #include "common/errc.h"
 #include "common/log.h"
 #include "common/ulid.h"
+#include "trigger-adapters/http/callback.h"
 #include "trigger-adapters/http/routing.h"
 
 namespace fnmesh::http_adapter {
@@ -48,6 +49,25 @@ struct reply {
   std::string body;
 };
 
+// What a Result becomes over HTTP, for a waiting caller and for a callback alike.
+callback_message result_message(const proto::Result& r, std::string_view function) {
+  callback_message m{.invocation_id = std::string(proto::view(r.invocation_id())),
+                     .function = std::string(function),
+                     .function_status = http_status(r.status()),
+                     .fnmesh_status = proto::status_name(r.status())};
+  if (r.status() == proto::Status::ok) {
+    auto type = proto::view(r.content_type());
+    m.content_type = type.empty() ? "application/octet-stream" : std::string(type);
+    m.body = std::string(proto::text(proto::bytes(r.output())));
+  } else {
+    m.content_type = json_type;
+    m.body = error_json(m.fnmesh_status, {{"message", proto::view(r.error())},
+                                          {"invocation_id", m.invocation_id},
+                                          {"function", function}});
+  }
+  return m;
+}
+
 // GET /invocations/<id>: ActivationQuery requests to the collector, pipelined on one
 // DEALER. Owns that socket and the thread that alone uses it; answers are posted to the
 // I/O thread.
@@ -67,10 +87,10 @@ class activation_queries {
     thread_.join();
   }
 
-  void submit(std::string id, done_fn done) {
+  void submit(std::string id, std::string tenant, done_fn done) {
     {
       std::lock_guard lock(mutex_);
-      queue_.push_back({std::move(id), std::move(done), {}});
+      queue_.push_back({std::move(id), std::move(tenant), std::move(done), {}});
     }
     wake_.notify_one();
   }
@@ -78,6 +98,7 @@ class activation_queries {
  private:
   struct job {
     std::string id;
+    std::string tenant;  // the caller's: another tenant's invocation is not found
     done_fn done;
     std::chrono::steady_clock::time_point deadline;
   };
@@ -121,7 +142,7 @@ class activation_queries {
         const auto& rep = r->get();
         auto it = outstanding.find(rep.request_id());
         if (it != outstanding.end()) {
-          finish(it->second, answer(it->second.id, rep));
+          finish(it->second, answer(it->second, rep));
           outstanding.erase(it);
         }
       }
@@ -138,10 +159,10 @@ class activation_queries {
     }
   }
 
-  static reply answer(const std::string& id, const proto::CollectorReply& rep) {
+  static reply answer(const job& j, const proto::CollectorReply& rep) {
     if (const auto* report = rep.body_as_ActivationReport()) {
-      auto body = activation_json(id, *report);
-      if (body.empty()) return {404, error_json("no_such_invocation", {{"id", id}})};
+      auto body = activation_json(j.id, *report, j.tenant);
+      if (body.empty()) return {404, error_json("no_such_invocation", {{"id", j.id}})};
       return {200, std::move(body)};
     }
     if (const auto* err = rep.body_as_ErrorReply())
@@ -251,14 +272,23 @@ struct server_state {
   void finish_if_drained();
   void result_loop();
   // I/O thread only:
-  void invoke(const std::shared_ptr<session>& s, const route& r,
+  void invoke(const std::shared_ptr<session>& s, const route& r, const std::string& tenant,
               bhttp::request<bhttp::string_body>& req);
+  void expect_callback(uint64_t correlation, callback_target to, const std::string& id,
+                       const std::string& function);
   void answer_refusal(const std::shared_ptr<session>& s, const std::string& function,
                       std::error_code ec);
   void complete(const broker::result_message& m);
   void give_up(uint64_t correlation);
+  void forget(uint64_t correlation);  // a sync call answered: no longer in flight
   std::string render_metrics() const {
-    return metrics.render(malformed.load(std::memory_order_relaxed), unmatched, waiting.size());
+    return metrics.render({.malformed_results = malformed.load(std::memory_order_relaxed),
+                           .unmatched_results = unmatched,
+                           .waiting = waiting.size(),
+                           .callbacks_pending = awaiting_callback.size(),
+                           .callbacks_delivered = callbacks.delivered(),
+                           .callbacks_failed = callbacks.failed(),
+                           .callbacks_expired = callbacks_expired});
   }
 
   server_options opts;
@@ -277,8 +307,19 @@ struct server_state {
   struct waiting_call {
     std::shared_ptr<session> s;
     std::string invocation_id;
+    std::string function_key;  // tenant.function
   };
   std::unordered_map<uint64_t, waiting_call> waiting;
+  std::unordered_map<std::string, uint32_t> in_flight;  // sync calls waiting, by function key
+  struct pending_callback {
+    callback_target to;
+    std::string invocation_id;
+    std::string function;
+    std::unique_ptr<asio::steady_timer> expiry;
+  };
+  std::unordered_map<uint64_t, pending_callback> awaiting_callback;
+  callback_sender callbacks;
+  uint64_t callbacks_expired = 0;
   uint64_t next_correlation = 1;
   size_t publishing = 0;  // async calls waiting for the stream's ack
   uint64_t unmatched = 0;
@@ -313,6 +354,7 @@ class session : public std::enable_shared_from_this<session> {
     res_.set(bhttp::field::content_type, bsv(content_type));
     if (!call_id.empty()) res_.set("X-Call-Id", bsv(call_id));
     if (!fn_status.empty()) res_.set("X-Fnmesh-Status", bsv(fn_status));
+    if (status == 401) res_.set(bhttp::field::www_authenticate, "Bearer realm=\"fnmesh\"");
     res_.keep_alive(keep_alive_);
     res_.body() = std::move(body);
     res_.prepare_payload();
@@ -339,19 +381,8 @@ class session : public std::enable_shared_from_this<session> {
 
   void on_result(const proto::Result& r) {
     wait_timer_.cancel();
-    const auto id = proto::view(r.invocation_id());
-    const char* status = proto::status_name(r.status());
-    if (r.status() == proto::Status::ok) {
-      auto type = proto::view(r.content_type());
-      answer(200, std::string(proto::text(proto::bytes(r.output()))),
-             type.empty() ? std::string_view("application/octet-stream") : type, id, status);
-      return;
-    }
-    auto message = proto::view(r.error());
-    answer_json(http_status(r.status()),
-                error_json(status, {{"message", message}, {"invocation_id", id},
-                                    {"function", function_name_}}),
-                id, status);
+    auto m = result_message(r, function_name_);
+    answer(m.function_status, std::move(m.body), m.content_type, m.invocation_id, m.fnmesh_status);
   }
 
  private:
@@ -385,16 +416,27 @@ class session : public std::enable_shared_from_this<session> {
     early_.reset();
     function_name_.clear();
     limit_ = small_body_limit;
-    if (route_.what == endpoint::invoke_sync || route_.what == endpoint::invoke_async) {
+    const bool invokes = route_.what == endpoint::invoke_sync || route_.what == endpoint::invoke_async;
+    tenant_ = srv_.opts.tenant;
+    if (srv_.opts.keys && (invokes || route_.what == endpoint::invocation)) {
+      auto tenant = srv_.opts.keys->tenant_of(sv(req[bhttp::field::authorization]));
+      if (tenant) tenant_ = std::move(*tenant);
+      else early_ = reply{401, error_json("unauthorized", {{"message", "a valid API key is required: Authorization: Bearer <key>"}})};
+    }
+    if (invokes && !early_) {
       const auto& lim = srv_.invoker.payload_limits();
       limit_ = route_.what == endpoint::invoke_sync ? lim.sync_payload : lim.async_payload;
       function_name_ = route_.name;
       if (!broker::valid_name(route_.name))
         early_ = reply{400, error_json("invalid_function_name", {{"function", route_.name}})};
-      else if (auto fn = srv_.registry.find(srv_.opts.tenant, route_.name); !fn)
+      else if (auto fn = srv_.registry.find(tenant_, route_.name); !fn)
         early_ = reply{404, error_json("no_such_function", {{"function", route_.name}})};
       else if (!http_enabled(fn->spec()))
         early_ = reply{403, error_json("http_trigger_disabled", {{"function", route_.name}})};
+    }
+    if (early_ && early_->status == 401) {  // nothing of the body is read
+      keep_alive_ = false;
+      return answer_json(early_->status, std::move(early_->body));
     }
     if (auto length = parser_->content_length(); length && *length > limit_) return too_large();
     parser_->body_limit(limit_);
@@ -453,13 +495,13 @@ class session : public std::enable_shared_from_this<session> {
       case endpoint::invocation:
         if (!is_ulid(route_.name))
           return answer_json(404, error_json("no_such_invocation", {{"id", route_.name}}));
-        srv_.queries->submit(route_.name, [self = shared_from_this()](reply r) {
+        srv_.queries->submit(route_.name, tenant_, [self = shared_from_this()](reply r) {
           self->answer_json(r.status, std::move(r.body));
         });
         return;
       case endpoint::invoke_sync:
       case endpoint::invoke_async:
-        return srv_.invoke(shared_from_this(), route_, req);
+        return srv_.invoke(shared_from_this(), route_, tenant_, req);
     }
   }
 
@@ -494,6 +536,7 @@ class session : public std::enable_shared_from_this<session> {
   asio::steady_timer wait_timer_;
   detail::server_state& srv_;
   route route_;
+  std::string tenant_;          // the caller's, from its API key
   std::optional<reply> early_;  // decided from the header, sent once the body is read
   std::string function_name_;
   size_t limit_ = small_body_limit;
@@ -506,7 +549,8 @@ class session : public std::enable_shared_from_this<session> {
 
 detail::server_state::server_state(server_options o, broker::function_registry& reg, broker::invoker& inv,
                    zmq::context_t& zmq)
-    : opts(std::move(o)), registry(reg), invoker(inv) {
+    : opts(std::move(o)), registry(reg), invoker(inv),
+      callbacks(ioc, opts.callback_retries, opts.callback_backoff, [this] { finish_if_drained(); }) {
   auto [host, port] = split_host_port(opts.listen);
   beast::error_code ec;
   auto address = asio::ip::make_address(host, ec);
@@ -554,30 +598,45 @@ void detail::server_state::result_loop() {
 }
 
 void detail::server_state::invoke(const std::shared_ptr<session>& s, const route& r,
+                                  const std::string& tenant,
                                   bhttp::request<bhttp::string_body>& req) {
   if (draining)
     return s->answer_json(503, error_json("shutting_down", {{"function", r.name}}));
   const bool sync = r.what == endpoint::invoke_sync;
-  auto fn = registry.find(opts.tenant, r.name);
+  auto fn = registry.find(tenant, r.name);
   if (!fn) return s->answer_json(404, error_json("no_such_function", {{"function", r.name}}));
   if (!http_enabled(fn->spec()))
     return s->answer_json(403, error_json("http_trigger_disabled", {{"function", r.name}}));
 
   broker::invocation_request call;
-  call.tenant = opts.tenant;
+  call.tenant = tenant;
   call.function = r.name;
   if (auto type = req[bhttp::field::content_type]; !type.empty()) call.content_type = std::string(sv(type));
   call.trigger = proto::Trigger::http;
   call.source = std::string(sv(req.target()));
 
   if (!sync) {
+    std::optional<callback_target> callback;
+    if (auto url = req["X-Callback-Url"]; !url.empty()) {
+      callback = parse_callback_url(sv(url));
+      if (!callback)
+        return s->answer_json(400, error_json("bad_callback_url",
+                                              {{"message", "X-Callback-Url must be http://host[:port]/path"},
+                                               {"url", sv(url)}}));
+      call.reply_endpoint = reply_endpoint;
+      call.correlation = next_correlation++;
+      call.callback = true;
+    }
     ++publishing;
+    const uint64_t correlation = call.correlation;
     publisher->submit(std::move(call), std::move(req.body()),
-                      [this, s, name = r.name](result<broker::published> published) {
+                      [this, s, name = r.name, correlation,
+                       callback = std::move(callback)](result<broker::published> published) mutable {
                         --publishing;
                         if (!published) answer_refusal(s, name, published.error());
                         else {
                           const auto& id = published->invocation_id;
+                          if (callback) expect_callback(correlation, std::move(*callback), id, name);
                           nlohmann::json j{{"invocation_id", id}, {"function", name}};
                           s->answer_json(202, j.dump() + "\n", id);
                         }
@@ -585,6 +644,15 @@ void detail::server_state::invoke(const std::shared_ptr<session>& s, const route
                       });
     return;
   }
+
+  // Over the function's concurrency (counted at this adapter), refuse rather than queue.
+  const std::string key = broker::function_key(tenant, r.name);
+  const uint32_t concurrency = fn->spec().concurrency();
+  if (concurrency > 0 && in_flight[key] >= concurrency)
+    return s->answer_json(429, error_json("too_many_requests",
+                                          {{"function", r.name},
+                                           {"message", std::to_string(concurrency) +
+                                                           " calls already in flight (the function's concurrency)"}}));
 
   const auto& body = req.body();
   call.payload = {reinterpret_cast<const uint8_t*>(body.data()), body.size()};
@@ -597,7 +665,8 @@ void detail::server_state::invoke(const std::shared_ptr<session>& s, const route
   auto published = invoker.invoke(call, /*async_publish=*/true);
   if (!published) return answer_refusal(s, r.name, published.error());
   const auto& id = published->invocation_id;
-  waiting.emplace(correlation, waiting_call{s, id});
+  waiting.emplace(correlation, waiting_call{s, id, key});
+  ++in_flight[key];
   s->wait_for_result(correlation, std::chrono::seconds(fn->spec().timeout_s()) + opts.wait_margin);
 }
 
@@ -615,8 +684,36 @@ void detail::server_state::answer_refusal(const std::shared_ptr<session>& s,
   s->answer_json(503, error_json("unavailable", {{"function", function}, {"message", ec.message()}}));
 }
 
+void detail::server_state::expect_callback(uint64_t correlation, callback_target to,
+                                           const std::string& id, const std::string& function) {
+  auto expiry = std::make_unique<asio::steady_timer>(ioc, opts.callback_wait);
+  expiry->async_wait([this, correlation](beast::error_code ec) {
+    if (ec || !awaiting_callback.erase(correlation)) return;
+    ++callbacks_expired;
+    log()->warn("no result came for a callback within {} s", opts.callback_wait.count());
+    finish_if_drained();
+  });
+  awaiting_callback.emplace(correlation, pending_callback{std::move(to), id, function, std::move(expiry)});
+}
+
+void detail::server_state::forget(uint64_t correlation) {
+  auto it = waiting.find(correlation);
+  if (it == waiting.end()) return;
+  if (auto n = in_flight.find(it->second.function_key); n != in_flight.end() && --n->second == 0)
+    in_flight.erase(n);
+  waiting.erase(it);
+}
+
 void detail::server_state::complete(const broker::result_message& m) {
   const auto& r = m.get();
+  if (auto cb = awaiting_callback.find(r.correlation());
+      cb != awaiting_callback.end() && cb->second.invocation_id == proto::view(r.invocation_id())) {
+    auto pending = std::move(cb->second);
+    awaiting_callback.erase(cb);
+    pending.expiry->cancel();
+    callbacks.send(std::move(pending.to), result_message(r, pending.function));
+    return;
+  }
   auto it = waiting.find(r.correlation());
   if (it == waiting.end() || it->second.invocation_id != proto::view(r.invocation_id())) {
     ++unmatched;
@@ -624,7 +721,7 @@ void detail::server_state::complete(const broker::result_message& m) {
     return;
   }
   auto s = std::move(it->second.s);
-  waiting.erase(it);
+  forget(r.correlation());
   s->on_result(r);
   finish_if_drained();
 }
@@ -634,7 +731,7 @@ void detail::server_state::give_up(uint64_t correlation) {
   if (it == waiting.end()) return;
   auto s = std::move(it->second.s);
   auto id = std::move(it->second.invocation_id);
-  waiting.erase(it);
+  forget(correlation);
   s->answer_json(504, error_json("timeout", {{"message", "no result within the function's timeout"},
                                              {"invocation_id", id}}),
                  id);
@@ -647,8 +744,9 @@ void detail::server_state::begin_drain() {
   beast::error_code ec;
   acceptor.close(ec);
   signals.cancel(ec);
-  log()->info("stopping: {} sync calls still waiting, {} async calls publishing", waiting.size(),
-              publishing);
+  log()->info("stopping: {} sync calls still waiting, {} async calls publishing, {} callbacks "
+              "sending, {} callbacks waiting for a result (not sent if it comes later)",
+              waiting.size(), publishing, callbacks.in_progress(), awaiting_callback.size());
   drain_timer.expires_after(opts.drain);
   drain_timer.async_wait([this](beast::error_code e) {
     if (!e) ioc.stop();
@@ -657,7 +755,7 @@ void detail::server_state::begin_drain() {
 }
 
 void detail::server_state::finish_if_drained() {
-  if (draining && waiting.empty() && publishing == 0) {
+  if (draining && waiting.empty() && publishing == 0 && callbacks.in_progress() == 0) {
     // Let the last answers be written before stopping.
     drain_timer.expires_after(200ms);
     drain_timer.async_wait([this](beast::error_code e) {

@@ -12,6 +12,7 @@
 #include "broker/client/function_registry.h"
 #include "broker/client/invoker.h"
 #include "broker/client/subjects.h"
+#include "trigger-adapters/http/api_keys.h"
 
 namespace fnmesh::http_adapter {
 namespace detail {
@@ -20,12 +21,17 @@ struct server_state;
 
 struct server_options {
   std::string listen = "127.0.0.1:8080";             // host:port; port 0 picks a free one
+  // Each caller's tenant comes from its API key; without keys every caller is `tenant`.
+  std::shared_ptr<const api_keys> keys;
   std::string tenant = std::string(broker::default_tenant);
   std::string collector = "tcp://127.0.0.1:7700";    // for GET /invocations/<id>
   std::chrono::milliseconds wait_margin{2000};       // sync wait = function timeout + this
   std::chrono::milliseconds collector_timeout{2000};
   std::chrono::milliseconds drain{10000};            // SIGTERM: how long waiting calls may finish
   std::chrono::seconds idle{60};                     // idle keep-alive connections are closed
+  int callback_retries = 5;                          // after the first POST to X-Callback-Url
+  std::chrono::milliseconds callback_backoff{1000};  // doubles on each retry
+  std::chrono::seconds callback_wait{3600};          // how long a callback waits for its result
 };
 
 // Owns the listener, the reply ROUTER (on its own thread, which posts each Result to the

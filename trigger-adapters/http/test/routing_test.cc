@@ -78,7 +78,9 @@ TEST(routing, activation_report_becomes_the_last_attempt) {
   b.Finish(p::CreateActivationReportDirect(b, &attempts));
   auto* report = p::verified<p::ActivationReport>(p::bytes(b));
   ASSERT_NE(report, nullptr);
-  auto j = nlohmann::json::parse(h::activation_json("01ARZ3NDEKTSV4RRFFQ69G5FAV", *report));
+  EXPECT_EQ(h::activation_json("01ARZ3NDEKTSV4RRFFQ69G5FAV", *report, "acme"), "")
+      << "another tenant's invocation is not shown";
+  auto j = nlohmann::json::parse(h::activation_json("01ARZ3NDEKTSV4RRFFQ69G5FAV", *report, "default"));
   EXPECT_EQ(j["id"], "01ARZ3NDEKTSV4RRFFQ69G5FAV");
   EXPECT_EQ(j["status"], "ok");
   EXPECT_EQ(j["output"], "hi");
@@ -87,7 +89,7 @@ TEST(routing, activation_report_becomes_the_last_attempt) {
 
   flatbuffers::FlatBufferBuilder e;
   e.Finish(p::CreateActivationReport(e));
-  EXPECT_EQ(h::activation_json("x", *p::verified<p::ActivationReport>(p::bytes(e))), "");
+  EXPECT_EQ(h::activation_json("x", *p::verified<p::ActivationReport>(p::bytes(e)), "default"), "");
 }
 
 TEST(routing, metrics_count_answers_by_status) {
@@ -96,9 +98,32 @@ TEST(routing, metrics_count_answers_by_status) {
   m.answered(200);
   m.answered(404);
   EXPECT_EQ(m.answered_with(200), 2u);
-  auto text = m.render(3, 1, 5);
+  auto text = m.render({.malformed_results = 3, .unmatched_results = 1, .waiting = 5,
+                        .callbacks_pending = 2, .callbacks_failed = 4});
   EXPECT_NE(text.find("fnmesh_http_requests_total{code=\"200\"} 2\n"), std::string::npos);
   EXPECT_NE(text.find("fnmesh_http_requests_total{code=\"404\"} 1\n"), std::string::npos);
   EXPECT_NE(text.find("fnmesh_http_results_malformed_total 3\n"), std::string::npos);
   EXPECT_NE(text.find("fnmesh_http_waiting_requests 5\n"), std::string::npos);
+  EXPECT_NE(text.find("fnmesh_http_callbacks_pending 2\n"), std::string::npos);
+  EXPECT_NE(text.find("fnmesh_http_callbacks_failed_total 4\n"), std::string::npos);
+}
+
+TEST(routing, callback_urls_are_plain_http_with_a_host) {
+  auto t = h::parse_callback_url("http://127.0.0.1:9000/hook?x=1");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->host, "127.0.0.1");
+  EXPECT_EQ(t->port, "9000");
+  EXPECT_EQ(t->path, "/hook?x=1");
+  t = h::parse_callback_url("http://example.com");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->host, "example.com");
+  EXPECT_EQ(t->port, "80");
+  EXPECT_EQ(t->path, "/");
+  t = h::parse_callback_url("http://[::1]:8080/r");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->host, "::1");
+  EXPECT_EQ(t->port, "8080");
+  for (const char* bad : {"https://example.com/", "ftp://x/", "http://", "http://:80/", "http://u@h/",
+                          "http://h:0/", "http://h:99999/", "http://h:8x/", "http://h/a b", "example.com"})
+    EXPECT_FALSE(h::parse_callback_url(bad)) << bad;
 }
