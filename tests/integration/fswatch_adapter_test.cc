@@ -1,0 +1,334 @@
+// fnmesh-fswatch as a user meets it: real adapters watching temp folders, a real
+// nats-server, and what reaches each function's queue. A file written and closed, or moved
+// in, must invoke each subscribed function exactly once — with two adapters running, in a
+// burst, and across a nats-server restart.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <map>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "broker/client/code_bundle.h"
+#include "broker/client/connection.h"
+#include "broker/client/topology.h"
+#include "common/unique_fd.h"
+#include "flatbuffers/proto.h"
+#include "tests/support/child_process.h"
+#include "tests/support/eventually.h"
+#include "tests/support/function_spec.h"
+#include "tests/support/invocation_queue.h"
+#include "tests/support/nats_server.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/tree.h"
+
+namespace fnmesh {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// One invocation as the function sees it.
+struct seen {
+  std::string id;
+  proto::Trigger trigger;
+  std::string source;
+  std::string content_type;
+  json payload;
+};
+
+std::vector<seen> decode(const std::vector<std::vector<uint8_t>>& buffers) {
+  std::vector<seen> out;
+  for (const auto& b : buffers) {
+    const auto* inv = proto::verified<proto::Invocation>(b);
+    if (!inv) continue;
+    const auto payload = proto::text(proto::bytes(inv->payload()));
+    out.push_back({std::string(proto::view(inv->id())), inv->trigger(),
+                   std::string(proto::view(inv->source())),
+                   std::string(proto::view(inv->content_type())),
+                   json::parse(payload.begin(), payload.end())});
+  }
+  return out;
+}
+
+// Pulls until nothing new arrives for `idle`.
+std::vector<seen> drain(test::invocation_queue& q, std::chrono::milliseconds idle = 1s) {
+  std::vector<seen> out;
+  for (;;) {
+    auto got = decode(q.pull(idle));
+    if (got.empty()) return out;
+    out.insert(out.end(), got.begin(), got.end());
+  }
+}
+
+void write_file(const fs::path& path, std::string_view content) {
+  unique_fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  ASSERT_TRUE(fd) << path;
+  ASSERT_EQ(::write(fd.get(), content.data(), content.size()), ssize_t(content.size()));
+}
+
+std::string sha256(std::string_view s) {
+  return broker::sha256_hex({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
+}
+
+std::string http_get(int port, const std::string& path) {
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_in a{.sin_family = AF_INET, .sin_port = htons(uint16_t(port))};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
+  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL);
+  std::string reply;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, size_t(n));
+  return reply;
+}
+
+// The value of the sample `series` (name and labels exactly as printed), or -1 if absent.
+double sample(const std::string& text, const std::string& series) {
+  const std::string needle = "\n" + series + " ";
+  const size_t at = text.find(needle);
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + needle.size()));
+}
+
+// The port an adapter logged for /metrics, or 0.
+int metrics_port(const test::child_process& p) {
+  std::smatch m;
+  const std::string log = p.log_text();
+  if (!std::regex_search(log, m, std::regex(R"(metrics at http://127\.0\.0\.1:(\d+)/metrics)")))
+    return 0;
+  return std::stoi(m[1]);
+}
+
+class fswatch_adapter : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    nats_ = std::make_unique<test::nats_server>();
+    auto c = broker::connection::connect({.urls = nats_->url(), .name = "fswatch-test"});
+    ASSERT_TRUE(c) << c.error().message();
+    conn_ = std::move(*c);
+    ASSERT_TRUE(broker::bootstrap(*conn_));
+  }
+
+  fs::path folder(const std::string& name) {
+    fs::create_directories(dir_ / name);
+    return dir_ / name;
+  }
+
+  void deploy(const std::string& name, std::vector<std::string> files) {
+    ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = name,
+                                                             .runtime = proto::Runtime::exec,
+                                                             .handler = "./run",
+                                                             .files = std::move(files)})));
+  }
+
+  test::child_process start_adapter(const std::string& log, std::vector<std::string> wait_for) {
+    auto p = test::child_process::spawn(
+        {.program = test::bin("fnmesh-fswatch"),
+         .args = {"--nats", nats_->url(), "--retry-ms", "200"},
+         .log = dir_ / log});
+    EXPECT_TRUE(p.wait_for_log("metrics at", 10s)) << p.log_text();
+    for (const auto& f : wait_for)
+      EXPECT_TRUE(p.wait_for_log("watching " + f + "\n", 10s)) << p.log_text();
+    return p;
+  }
+
+  test::temp_dir dir_{"fswatch-adapter"};
+  std::unique_ptr<test::nats_server> nats_;
+  std::unique_ptr<broker::connection> conn_;
+};
+
+TEST_F(fswatch_adapter, a_file_is_reported_once_after_close_and_a_move_in_as_moved_in) {
+  const auto in = folder("in");
+  deploy("reader", {in.string()});
+  test::invocation_queue queue(*conn_, "reader");
+  auto adapter = start_adapter("adapter.log", {in.string()});
+
+  const auto path = in / "report.csv";
+  {
+    unique_fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    ASSERT_TRUE(fd);
+    ASSERT_EQ(::write(fd.get(), "hello ", 6), 6);
+    // Still open for writing: nothing is reported yet.
+    EXPECT_TRUE(queue.pull(700ms).empty()) << adapter.log_text();
+    ASSERT_EQ(::write(fd.get(), "world", 5), 5);
+  }
+  auto got = drain(queue);
+  ASSERT_EQ(got.size(), 1u) << adapter.log_text();
+  EXPECT_EQ(got[0].trigger, proto::Trigger::file);
+  EXPECT_EQ(got[0].source, path.string());
+  EXPECT_EQ(got[0].content_type, "application/json");
+  EXPECT_EQ(got[0].payload["path"], path.string());
+  EXPECT_EQ(got[0].payload["size"], 11);
+  EXPECT_EQ(got[0].payload["sha256"], sha256("hello world"));
+  EXPECT_EQ(got[0].payload["event"], "created");
+  EXPECT_TRUE(std::regex_match(got[0].payload["mtime"].get<std::string>(),
+                               std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z)")))
+      << got[0].payload;
+
+  // Written beside the folder, then renamed into it; a new directory is not a file.
+  write_file(dir_ / "staged.json", "{}");
+  fs::rename(dir_ / "staged.json", in / "moved.json");
+  fs::create_directory(in / "sub");
+  write_file(in / "sub" / "deeper.txt", "not watched: not recursive");
+  got = drain(queue);
+  ASSERT_EQ(got.size(), 1u) << adapter.log_text();
+  EXPECT_EQ(got[0].payload["path"], (in / "moved.json").string());
+  EXPECT_EQ(got[0].payload["event"], "moved_in");
+  EXPECT_EQ(got[0].payload["size"], 2);
+
+  const std::string text = http_get(metrics_port(adapter), "/metrics");
+  EXPECT_EQ(sample(text, R"(fnmesh_fswatch_events_total{event="created"})"), 1) << text;
+  EXPECT_EQ(sample(text, R"(fnmesh_fswatch_events_total{event="moved_in"})"), 1) << text;
+  EXPECT_EQ(sample(text, R"(fnmesh_fswatch_events_total{event="modified"})"), 0) << text;
+  EXPECT_EQ(sample(text, "fnmesh_fswatch_invocations_total"), 2) << text;
+  EXPECT_EQ(sample(text, "fnmesh_fswatch_publish_failures_total"), 0) << text;
+  EXPECT_EQ(sample(text, "fnmesh_fswatch_overflows_total"), 0) << text;
+  EXPECT_EQ(sample(text, "fnmesh_fswatch_watched_folders"), 1) << text;
+}
+
+TEST_F(fswatch_adapter, a_burst_of_1000_files_gives_1000_invocations_per_function_with_two_adapters) {
+  const auto in = folder("burst");
+  deploy("resize", {in.string()});
+  deploy("index", {in.string() + "/"});
+  test::invocation_queue resize(*conn_, "resize"), index(*conn_, "index");
+  auto a = start_adapter("a.log", {in.string()});
+  auto b = start_adapter("b.log", {in.string()});
+
+  constexpr int files = 1000;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < files; ++i)
+    write_file(in / ("f" + std::to_string(i)), "file number " + std::to_string(i));
+  // Each adapter publishes one invocation per file and function; the stream keeps one copy.
+  for (auto* p : {&a, &b})
+    EXPECT_TRUE(test::eventually(
+        [&] {
+          return sample(http_get(metrics_port(*p), "/metrics"),
+                        "fnmesh_fswatch_invocations_total") == 2 * files;
+        },
+        30s))
+        << http_get(metrics_port(*p), "/metrics");
+  std::printf("1000 files written and 2 x 2000 invocations acked in %.2f s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  for (auto* q : {&resize, &index}) {
+    std::map<std::string, int> by_path;
+    std::set<std::string> ids;
+    for (const auto& s : drain(*q)) {
+      ++by_path[s.payload["path"].get<std::string>()];
+      ids.insert(s.id);
+    }
+    EXPECT_EQ(by_path.size(), size_t(files)) << a.log_text() << b.log_text();
+    EXPECT_EQ(ids.size(), size_t(files));
+    for (const auto& [path, n] : by_path) EXPECT_EQ(n, 1) << path;
+  }
+}
+
+TEST_F(fswatch_adapter, a_deploy_while_running_is_watched_and_a_missing_folder_once_it_exists) {
+  auto adapter = start_adapter("adapter.log", {});
+  const auto late = folder("late");
+  deploy("late", {late.string()});
+  ASSERT_TRUE(adapter.wait_for_log("watching " + late.string() + "\n", 10s)) << adapter.log_text();
+  test::invocation_queue queue(*conn_, "late");
+  write_file(late / "a.txt", "a");
+  auto got = drain(queue);
+  ASSERT_EQ(got.size(), 1u) << adapter.log_text();
+  EXPECT_EQ(got[0].payload["path"], (late / "a.txt").string());
+
+  const auto later = dir_ / "not-yet";
+  deploy("later", {later.string()});
+  ASSERT_TRUE(adapter.wait_for_log("cannot watch " + later.string(), 10s)) << adapter.log_text();
+  fs::create_directory(later);
+  ASSERT_TRUE(adapter.wait_for_log("watching " + later.string() + "\n", 10s)) << adapter.log_text();
+  test::invocation_queue later_queue(*conn_, "later");
+  write_file(later / "b.txt", "b");
+  got = drain(later_queue);
+  ASSERT_EQ(got.size(), 1u) << adapter.log_text();
+  EXPECT_EQ(got[0].payload["event"], "created");
+
+  // Removed while watched: dropped, logged once, watched again once it is back.
+  fs::remove_all(later);
+  ASSERT_TRUE(adapter.wait_for_log(later.string() + " was removed", 10s)) << adapter.log_text();
+  fs::create_directory(later);
+  test::eventually(
+      [&] {
+        const std::string log = adapter.log_text();
+        size_t n = 0;
+        for (size_t at = 0; (at = log.find("watching " + later.string() + "\n", at)) !=
+                            std::string::npos; ++at)
+          ++n;
+        return n == 2;
+      },
+      10s);
+  write_file(later / "c.txt", "c");
+  got = drain(later_queue);
+  ASSERT_EQ(got.size(), 1u) << adapter.log_text();
+  EXPECT_EQ(got[0].payload["path"], (later / "c.txt").string());
+}
+
+TEST_F(fswatch_adapter, a_nats_restart_while_files_arrive_loses_none_and_doubles_none) {
+  const auto in = folder("steady");
+  deploy("steady", {in.string()});
+  auto adapter = start_adapter("adapter.log", {in.string()});
+
+  constexpr int files = 120;
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; i < files; ++i) {
+      write_file(in / ("f" + std::to_string(i)), std::to_string(i));
+      written = i + 1;
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  test::eventually([&] { return written >= files / 4; }, 10s);
+  nats_->stop();
+  // Files keep arriving while NATS is down, longer than the adapter waits for acks (2 s):
+  // it must publish them again once NATS is back.
+  std::this_thread::sleep_for(2500ms);
+  nats_->restart();
+  writer.join();
+
+  test::invocation_queue queue(*conn_, "steady");
+  std::map<std::string, int> by_path;
+  for (const auto& s : drain(queue, 3s)) ++by_path[s.payload["path"].get<std::string>()];
+  EXPECT_EQ(by_path.size(), size_t(files)) << adapter.log_text();
+  for (const auto& [path, n] : by_path) EXPECT_EQ(n, 1) << path;
+  EXPECT_TRUE(adapter.running());
+  const std::string text = http_get(metrics_port(adapter), "/metrics");
+  EXPECT_GT(sample(text, "fnmesh_fswatch_publish_failures_total"), 0) << text;
+  EXPECT_GE(sample(text, "fnmesh_fswatch_invocations_total"), files) << text;
+}
+
+TEST_F(fswatch_adapter, sigterm_exits_0_and_unreachable_nats_is_one_line_and_exit_1) {
+  auto adapter = start_adapter("adapter.log", {});
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(adapter.signal(SIGTERM));
+  EXPECT_EQ(adapter.wait(5s), 0) << adapter.log_text();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+
+  const std::string nowhere = "nats://127.0.0.1:" + std::to_string(test::free_loopback_port());
+  auto lost = test::child_process::spawn(
+      {.program = test::bin("fnmesh-fswatch"), .args = {"--nats", nowhere}, .log = dir_ / "lost.log"});
+  EXPECT_EQ(lost.wait(10s), 1);
+  const std::string text = lost.log_text();
+  EXPECT_TRUE(text.starts_with("fnmesh-fswatch: cannot reach NATS at " + nowhere)) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+
+  auto help = test::child_process::spawn(
+      {.program = test::bin("fnmesh-fswatch"), .args = {"--help"}, .log = dir_ / "help.log"});
+  EXPECT_EQ(help.wait(10s), 0);
+  EXPECT_NE(help.log_text().find("--retry-ms"), std::string::npos) << help.log_text();
+}
+
+}  // namespace
+}  // namespace fnmesh

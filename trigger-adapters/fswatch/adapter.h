@@ -1,0 +1,53 @@
+#pragma once
+// adapter: the fswatch trigger adapter put together. Owns the subscriptions, its own view
+// of the function registry (whose change handler keeps them current), the inotify watcher
+// and the publisher. Built and run by main(); stop() from any thread (the signal waiter).
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "broker/client/connection.h"
+#include "broker/client/function_registry.h"
+#include "broker/client/invoker.h"
+#include "trigger-adapters/fswatch/counters.h"
+#include "trigger-adapters/fswatch/publisher.h"
+#include "trigger-adapters/fswatch/subscriptions.h"
+#include "trigger-adapters/fswatch/watcher.h"
+
+namespace fnmesh::fswatch {
+
+struct adapter_options {
+  std::string tenant;
+  std::chrono::milliseconds retry{2000};  // a missing folder is tried again this often
+};
+
+class adapter {
+ public:
+  // Loads the functions of opts.tenant and starts watching their folders. Throws
+  // std::runtime_error with one clear line (start-up only).
+  adapter(broker::connection& conn, adapter_options opts, counters& c);
+  ~adapter();
+  adapter(const adapter&) = delete;
+  adapter& operator=(const adapter&) = delete;
+
+  void run();            // until stop()
+  void stop() noexcept;
+
+ private:
+  void on_change(const std::string& key, const broker::function_ptr& record);
+
+  const adapter_options opts_;
+  subscriptions subs_;
+  watcher watcher_;
+  std::unique_ptr<broker::function_registry> registry_;
+  std::unique_ptr<broker::invoker> invoker_;
+  std::unique_ptr<publisher> publisher_;
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+};
+
+}  // namespace fnmesh::fswatch

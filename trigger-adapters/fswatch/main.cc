@@ -1,0 +1,23 @@
+// fnmesh-fswatch: the file-events trigger adapter (see README.md).
+#include "trigger-adapters/daemon/daemon.h"
+#include "trigger-adapters/fswatch/adapter.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"fnmesh-fswatch: invokes the functions whose folders (triggers.files) get a "
+               "new, rewritten or moved-in file"};
+  fnmesh::adapter::daemon_options opts{.name = "fnmesh-fswatch"};
+  fnmesh::adapter::add_options(app, opts);
+  int retry_ms = 2000;
+  app.add_option("--retry-ms", retry_ms, "how often a missing folder is tried again")
+      ->capture_default_str()->check(CLI::Range(10, 600000));
+  return fnmesh::adapter::run_main(app, opts, argc, argv, [&] {
+    fnmesh::fswatch::counters counters;  // outlives the /metrics thread
+    fnmesh::adapter::daemon d(opts);
+    fnmesh::fswatch::adapter a(d.conn(), {opts.tenant, std::chrono::milliseconds(retry_ms)},
+                               counters);
+    d.serve_metrics([&counters] { return fnmesh::fswatch::render_metrics(counters); });
+    d.on_signal([&a] { a.stop(); });
+    a.run();
+    return 0;
+  });
+}
