@@ -260,7 +260,7 @@ TEST_F(fswatch_adapter, a_deploy_while_running_is_watched_and_a_missing_folder_o
   fs::remove_all(later);
   ASSERT_TRUE(adapter.wait_for_log(later.string() + " was removed", 10s)) << adapter.log_text();
   fs::create_directory(later);
-  test::eventually(
+  ASSERT_TRUE(test::eventually(
       [&] {
         const std::string log = adapter.log_text();
         size_t n = 0;
@@ -269,7 +269,8 @@ TEST_F(fswatch_adapter, a_deploy_while_running_is_watched_and_a_missing_folder_o
           ++n;
         return n == 2;
       },
-      10s);
+      10s))
+      << adapter.log_text();
   write_file(later / "c.txt", "c");
   got = drain(later_queue);
   ASSERT_EQ(got.size(), 1u) << adapter.log_text();
