@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/allow_entry.h"
+#include "trigger-adapters/cron/schedule.h"
 
 namespace fnmesh::manifest {
 namespace {
@@ -192,15 +193,11 @@ bool parse_triggers(checker& c, const YAML::Node& n, const std::string& field, f
   if (n["http"] && !c.boolean(n["http"], field + ".http", d.http)) return false;
   if (n["cron"]) {
     if (!c.text_list(n["cron"], field + ".cron", d.cron)) return false;
-    for (size_t i = 0; i < d.cron.size(); ++i) {
-      const auto fields = words(d.cron[i]);
-      const bool macro = fields.size() == 1 && fields[0].starts_with('@');
-      if (!macro && fields.size() != 5) {
+    for (size_t i = 0; i < d.cron.size(); ++i)
+      if (auto parsed = cron::schedule::parse(d.cron[i]); !parsed) {
         const YAML::Node item = n["cron"].IsSequence() ? n["cron"][i] : n["cron"];
-        return c.fail(item, field + ".cron[" + std::to_string(i) + "]",
-                      "must be a cron expression of 5 fields (\"*/5 * * * *\"), got " + d.cron[i]);
+        return c.fail(item, field + ".cron[" + std::to_string(i) + "]", parsed.error());
       }
-    }
   }
   if (n["events"]) {
     if (!c.text_list(n["events"], field + ".events", d.events)) return false;

@@ -144,7 +144,11 @@ TEST(manifest, each_bad_field_names_its_line) {
       {"    env: {1X: y}", "functions.hello.env.1X: environment variable names"},
       {"    labels: {zone: [a]}", "functions.hello.labels.zone: must be a string"},
       {"    triggers: {http: maybe}", "functions.hello.triggers.http: must be true or false, got maybe"},
-      {"    triggers: {cron: [\"* * *\"]}", "functions.hello.triggers.cron[0]: must be a cron expression"},
+      {"    triggers: {cron: [\"* * *\"]}", "functions.hello.triggers.cron[0]: must be a cron expression of 5 fields"},
+      {"    triggers: {cron: [\"0 24 * * *\"]}", "functions.hello.triggers.cron[0]: hour: 24 is out of range 0-23"},
+      {"    triggers: {cron: [\"@daily\", \"* * * * mon-foo\"]}",
+       "functions.hello.triggers.cron[1]: day-of-week: 'foo' is neither a number nor a name (sun-sat)"},
+      {"    triggers: {cron: \"@every 0s\"}", "functions.hello.triggers.cron[0]: @every: 0s is below the minimum of 1s"},
       {"    triggers: {events: [\"a..b\"]}", "functions.hello.triggers.events[0]: must be a NATS subject"},
       {"    triggers: {events: [\"a.>.b\"]}", "functions.hello.triggers.events[0]: must be a NATS subject"},
       {"    triggers: {events: [fnmesh.events.x]}", "functions.hello.triggers.events[0]: give the subject without"},
@@ -156,6 +160,18 @@ TEST(manifest, each_bad_field_names_its_line) {
     const std::string err = error_of(head + c.line + "\n");
     EXPECT_TRUE(err.starts_with("f/fnmesh.yml:5: " + c.field)) << c.line << " -> " << err;
   }
+}
+
+TEST(manifest, cron_takes_every_form_the_adapter_runs) {
+  auto parsed = parse_text("functions:\n  a:\n    runtime: exec\n    handler: x\n    triggers:\n      cron:\n"
+                           "        - \"*/5 * * * *\"\n        - \"0 9 * jan-jun mon-fri\"\n        - \"@hourly\"\n"
+                           "        - \"@every 1h30m\"\n", "f");
+  ASSERT_TRUE(parsed) << parsed.error().what();
+  EXPECT_EQ((*parsed)[0].cron,
+            (std::vector<std::string>{"*/5 * * * *", "0 9 * jan-jun mon-fri", "@hourly", "@every 1h30m"}));
+  const std::string err = error_of("functions:\n  a:\n    runtime: exec\n    handler: x\n    triggers:\n      cron:\n"
+                                   "        - \"@hourly\"\n        - \"*/0 * * * *\"\n");
+  EXPECT_EQ(err, "f/fnmesh.yml:8: functions.a.triggers.cron[1]: minute: step 0 must be 1 or more");
 }
 
 TEST(manifest, allow_list_host_names_are_resolved_at_deploy) {
