@@ -81,6 +81,7 @@ class mesh_start {
     return {};
   }
   const daemon_process& last() const { return started_.back(); }
+  const std::vector<daemon_process>& started() const { return started_; }
 
   // Prints why `name` failed with its log tail, stops what runs; returns 1.
   int abort(const std::string& name, const std::string& why) {
@@ -172,12 +173,10 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   const fs::path collector_bin = sibling_binary("fnmesh-collector");
   const fs::path node_bin = sibling_binary("fnmesh-node");
   const fs::path http_bin = sibling_binary("fnmesh-http");
-  const fs::path events_bin = sibling_binary("fnmesh-events");
   for (const auto& b : {collector_bin, node_bin})
     if (::access(b.c_str(), X_OK) != 0)
       return fail(b.string() + " not found: build it first (tools/build.sh)");
   const bool with_http = ::access(http_bin.c_str(), X_OK) == 0;
-  const bool with_events = ::access(events_bin.c_str(), X_OK) == 0;
 
   for (auto [port, flag] : {std::pair{nats_port, "--nats-port"}, {collector_port, "--collector-port"},
                             {http_port, "--http-port"}}) {
@@ -273,13 +272,19 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
     if (!wait_for([&] { return port_answers(http_port); }, [&] { return child_running(pid); }, wait_limit))
       return mesh.abort(http.name, "did not listen on " + http_url);
   }
-  if (with_events) {
-    daemon_process events{"fnmesh-events", events_bin, {"--nats", nats_url, "--log-level", log_level}, ""};
-    if (auto ok = mesh.start(events); !ok) return mesh.abort(events.name, "could not start: " + ok.error().message());
-    const pid_t pid = mesh.last().pid;
-    std::this_thread::sleep_for(300ms);  // it opens its consumer at once or exits
-    if (!child_running(pid)) return mesh.abort(events.name, "exited");
+  std::vector<std::string> not_built;
+  for (const char* name : {"fnmesh-events", "fnmesh-cron", "fnmesh-fswatch"}) {
+    const fs::path bin = sibling_binary(name);
+    if (::access(bin.c_str(), X_OK) != 0) {
+      not_built.push_back(name);
+      continue;
+    }
+    daemon_process adapter{name, bin, {"--nats", nats_url, "--log-level", log_level}, ""};
+    if (auto ok = mesh.start(adapter); !ok) return mesh.abort(name, "could not start: " + ok.error().message());
   }
+  std::this_thread::sleep_for(300ms);  // an adapter that cannot start exits at once
+  for (const auto& d : mesh.started())
+    if (!child_running(d.pid)) return mesh.abort(d.name, "exited");
 
   mesh.write(true);
   std::printf("mesh is up (state in %s)\n", home.c_str());
@@ -288,7 +293,7 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
     std::printf("  http       %s  (Authorization: Bearer %s; keys in %s)\n", http_url.c_str(),
                 api_key.c_str(), keys_file.c_str());
   std::printf("  node       %s\n", std::string(node_id).c_str());
-  if (!with_events) std::printf("  (fnmesh-events not built: events are not dispatched)\n");
+  for (const auto& name : not_built) std::printf("  (%s not built: its triggers do not fire)\n", name.c_str());
   return 0;
 }
 

@@ -109,7 +109,7 @@ TEST_F(cli, status_json_lists_every_component_alive) {
     EXPECT_TRUE(fs::exists(home_->path() / "home/run" / (c.at("name").get<std::string>() + ".pid")));
   }
   for (const char* want : {"nats-server", "fnmesh-collector", "fnmesh-node"}) EXPECT_TRUE(names.contains(want)) << want;
-  for (const char* adapter : {"fnmesh-http", "fnmesh-events"}) {
+  for (const char* adapter : {"fnmesh-http", "fnmesh-events", "fnmesh-cron", "fnmesh-fswatch"}) {
     if (fs::exists(fnmesh::test::bin(adapter))) {
       EXPECT_TRUE(names.contains(adapter)) << adapter;
     }
