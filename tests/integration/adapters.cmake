@@ -6,9 +6,3 @@ fnmesh_test(NAME http_adapter_test
   LABELS integration
   TIMEOUT 180)
 add_dependencies(http_adapter_test fnmesh-http fnmesh-collector)  # collector: GET /invocations/<id>
-fnmesh_test(NAME events_adapter_test
-  SRCS ${CMAKE_CURRENT_LIST_DIR}/events_adapter_test.cc
-  DEPS fnmesh::broker_client fnmesh::proto fnmesh::test_support
-  LABELS integration
-  TIMEOUT 180)
-add_dependencies(events_adapter_test fnmesh-events)

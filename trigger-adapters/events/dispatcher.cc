@@ -130,6 +130,7 @@ void dispatcher::run() {
                                           opts_.fetch_wait.count(), &jerr);
     if (s == NATS_TIMEOUT) continue;
     if (s != NATS_OK) {
+      counters_.fetch_failures.fetch_add(1, std::memory_order_relaxed);
       if (failures++ % 20 == 0)
         log()->warn("fetch from {} failed: {} (retrying)", broker::events_stream,
                     nats_GetLastError(nullptr));
@@ -157,6 +158,28 @@ void dispatcher::run() {
               counters_.refused.load(), counters_.retried.load());
 }
 
+std::string dispatcher::metrics() const {
+  std::string out;
+  auto counter = [&out](std::string_view name, std::string_view help,
+                        const std::atomic<uint64_t>& value) {
+    const std::string metric = "fnmesh_events_" + std::string(name) + "_total";
+    out += "# HELP " + metric + " " + std::string(help) + "\n# TYPE " + metric + " counter\n" +
+           metric + " " + std::to_string(value.load(std::memory_order_relaxed)) + "\n";
+  };
+  counter("events", "Events handled and acked (unmatched ones included).", counters_.events);
+  counter("invocations", "Invocations published, one per event per subscribed function.",
+          counters_.invocations);
+  counter("unmatched", "Events no function of the tenant subscribes to.", counters_.unmatched);
+  counter("refused", "Invocations refused for good (payload too large, function gone).",
+          counters_.refused);
+  counter("retried", "Events handed back for redelivery because a publish failed.",
+          counters_.retried);
+  counter("malformed", "Events without JetStream metadata (dropped).", counters_.malformed);
+  counter("fetch_failures", "Fetches from stream FNMESH_EVENTS that failed (NATS unreachable).",
+          counters_.fetch_failures);
+  return out;
+}
+
 bool dispatcher::dispatch(natsMsg* msg) {
   std::string_view subject = natsMsg_GetSubject(msg);
   if (!subject.starts_with(events_prefix)) return true;  // outside our filter: nothing to do
@@ -164,6 +187,7 @@ bool dispatcher::dispatch(natsMsg* msg) {
 
   metadata md;
   if (natsMsg_GetMetaData(&md.meta, msg) != NATS_OK) {
+    counters_.malformed.fetch_add(1, std::memory_order_relaxed);
     log()->warn("event on {} has no JetStream metadata; dropped", subject);
     return true;
   }

@@ -25,13 +25,15 @@ struct dispatcher_options {
   std::chrono::seconds ack_wait{30};             // redelivery of an event left unacked
 };
 
-// What the dispatcher did since it started; read from any thread.
+// What the dispatcher did since it started (metrics() renders it); read from any thread.
 struct dispatcher_counters {
   std::atomic<uint64_t> events{0};          // events acked
   std::atomic<uint64_t> invocations{0};     // invocations published (dedup copies included)
   std::atomic<uint64_t> unmatched{0};       // events no function subscribes to
   std::atomic<uint64_t> refused{0};         // invocations the invoker refused (too large, ...)
   std::atomic<uint64_t> retried{0};         // events nak'ed because a publish failed
+  std::atomic<uint64_t> malformed{0};       // events without JetStream metadata (dropped)
+  std::atomic<uint64_t> fetch_failures{0};  // fetches that failed (NATS down, ...)
 };
 
 // The durable consumer name: "events-adapter" for the default tenant, else
@@ -44,7 +46,7 @@ std::vector<broker::function_ptr> subscribers(std::span<const broker::function_p
                                               std::string_view tenant,
                                               std::string_view subject);
 
-// Owns the pull subscription. run() on one thread; stop() from any thread (signals).
+// Owns the pull subscription. run() on one thread; stop() and metrics() from any thread.
 class dispatcher {
  public:
   // Creates the durable consumer if missing (AckExplicit, DeliverAll: events stored before
@@ -59,7 +61,8 @@ class dispatcher {
 
   void run();            // fetches and dispatches until stop()
   void stop() noexcept;  // async-signal-safe
-  const dispatcher_counters& counters() const noexcept { return counters_; }
+  // The counters in the Prometheus text format (fnmesh_events_*_total); any thread.
+  std::string metrics() const;
 
  private:
   dispatcher(broker::connection& conn, broker::function_registry& registry,
