@@ -55,7 +55,20 @@ void function_registry::apply(const std::string& key,
     }
   }
   log()->debug("{} {}", record ? "deployed" : "removed", key);
+  std::lock_guard hold(handler_mutex_);
   if (on_change_) on_change_(key, std::move(record));
+}
+
+void function_registry::subscribe(change_handler on_change) {
+  std::lock_guard hold(handler_mutex_);
+  on_change_ = std::move(on_change);
+  std::vector<std::pair<std::string, function_ptr>> loaded;
+  {
+    std::shared_lock lock(mutex_);
+    loaded.assign(by_key_.begin(), by_key_.end());
+  }
+  if (on_change_)
+    for (const auto& [key, record] : loaded) on_change_(key, record);
 }
 
 function_ptr function_registry::find(std::string_view tenant, std::string_view function) const {

@@ -3,6 +3,7 @@
 // current by a watch. Owns verified FunctionSpec buffers; find()/all() are thread-safe.
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
@@ -38,6 +39,9 @@ class function_registry {
                                                          change_handler on_change = {});
   function_ptr find(std::string_view tenant, std::string_view function) const;
   std::vector<function_ptr> all() const;
+  // Replaces the change handler: it runs at once for every function loaded, then after
+  // each change (a change racing with this call may be reported twice).
+  void subscribe(change_handler on_change);
 
  private:
   function_registry() = default;
@@ -45,6 +49,7 @@ class function_registry {
 
   mutable std::shared_mutex mutex_;
   std::unordered_map<std::string, function_ptr> by_key_;
+  std::mutex handler_mutex_;  // held while on_change_ runs: one report at a time
   change_handler on_change_;
   std::unique_ptr<kv_bucket> bucket_;
 };

@@ -243,6 +243,23 @@ TEST_F(broker_client, registry_sees_puts_and_deletes_and_ignores_garbage) {
   EXPECT_EQ(registry.all().size(), 1u);
 }
 
+TEST_F(broker_client, a_subscriber_hears_what_is_loaded_then_each_change) {
+  deploy("default", "alpha");
+  deploy("default", "beta");
+  auto reg = function_registry::open(*conn_);
+  ASSERT_TRUE(reg) << reg.error().message();
+  waiter<std::pair<std::string, bool>> changes;
+  (*reg)->subscribe([&](const std::string& key, function_ptr rec) { changes.push({key, rec != nullptr}); });
+  std::set<std::string> loaded;
+  for (int i = 0; i < 2; ++i)
+    if (auto c = changes.pop()) loaded.insert(c->first);
+  EXPECT_EQ(loaded, (std::set<std::string>{"default.alpha", "default.beta"}));
+  deploy("default", "gamma");
+  auto c = changes.pop();
+  ASSERT_TRUE(c);
+  EXPECT_EQ(*c, std::make_pair(std::string("default.gamma"), true));
+}
+
 TEST_F(broker_client, registry_keeps_following_after_the_server_restarts) {
   deploy("default", "alpha");
   deploy("default", "gone");
