@@ -51,13 +51,15 @@ std::vector<tick_seen> ticks_of(const std::vector<std::vector<uint8_t>>& invocat
     EXPECT_EQ(inv->trigger(), proto::Trigger::cron);
     EXPECT_EQ(proto::view(inv->content_type()), "application/json");
     const auto body = nlohmann::json::parse(proto::text(proto::bytes(inv->payload())));
-    tick_seen t{std::string(proto::view(inv->id())), body.at("schedule"), unix_seconds(body.at("tick"))};
+    tick_seen t{std::string(proto::view(inv->id())), body.at("schedule"),
+                unix_seconds(body.at("tick"))};
     EXPECT_EQ(proto::view(inv->source()), t.schedule);
     EXPECT_EQ(body.at("function"), proto::view(inv->function()));
     // The id every adapter derives for this tick: its time part is the tick.
-    EXPECT_EQ(t.id, broker::event_invocation_id(t.tick_s * 1'000'000'000, 0,
-                                                broker::function_key("default", proto::view(inv->function())) +
-                                                    "\n" + t.schedule));
+    EXPECT_EQ(t.id, broker::event_invocation_id(
+                        t.tick_s * 1'000'000'000, 0,
+                        broker::function_key("default", proto::view(inv->function())) + "\n" +
+                            t.schedule));
     out.push_back(std::move(t));
   }
   return out;
@@ -83,9 +85,12 @@ double sample(const std::string& text, const std::string& name) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
 }
 
+bool any_tick(const std::vector<tick_seen>& seen) { return !seen.empty(); }
+
 // Pulls until `enough(ticks so far)` holds or `timeout` passes: the ticks seen.
 template <class Pred>
-std::vector<tick_seen> pull_until(test::invocation_queue& queue, Pred enough, std::chrono::milliseconds timeout) {
+std::vector<tick_seen> pull_until(test::invocation_queue& queue, Pred enough,
+                                  std::chrono::milliseconds timeout) {
   std::vector<tick_seen> seen;
   const auto until = std::chrono::steady_clock::now() + timeout;
   while (!enough(seen) && std::chrono::steady_clock::now() < until)
@@ -104,8 +109,10 @@ class cron_adapter : public ::testing::Test {
   }
 
   void deploy(const std::string& name, std::vector<std::string> cron) {
-    ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = name, .runtime = proto::Runtime::exec,
-                                                             .handler = "./run", .cron = std::move(cron)})));
+    ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = name,
+                                                             .runtime = proto::Runtime::exec,
+                                                             .handler = "./run",
+                                                             .cron = std::move(cron)})));
   }
 
   test::child_process start_adapter(const std::string& log, int metrics_port = 0) {
@@ -159,15 +166,19 @@ TEST_F(cron_adapter, deploys_changes_and_removals_are_followed_without_a_restart
 
   deploy("late", {"@every 1s"});
   test::invocation_queue queue(*conn_, "late");
-  EXPECT_TRUE(adapter.wait_for_log("late: 1 schedule (@every 1s); 1 in all", 5s)) << adapter.log_text();
-  EXPECT_EQ(pull_until(queue, [](const auto& seen) { return !seen.empty(); }, 3s).size(), 1u)
+  EXPECT_TRUE(adapter.wait_for_log("late: 1 schedule (@every 1s); 1 in all", 5s))
       << adapter.log_text();
+  EXPECT_EQ(pull_until(queue, any_tick, 3s).size(), 1u) << adapter.log_text();
 
   deploy("late", {"@every 2s"});
   EXPECT_TRUE(adapter.wait_for_log("late: 1 schedule (@every 2s)", 5s)) << adapter.log_text();
   auto changed = pull_until(
-      queue, [](const auto& seen) { return std::count_if(seen.begin(), seen.end(), [](const auto& t) {
-                                      return t.schedule == "@every 2s"; }) >= 2; }, 6s);
+      queue,
+      [](const auto& seen) {
+        return std::count_if(seen.begin(), seen.end(),
+                             [](const auto& t) { return t.schedule == "@every 2s"; }) >= 2;
+      },
+      6s);
   // A tick of the old schedule may have been on its way when the change took.
   std::erase_if(changed, [](const auto& t) { return t.schedule == "@every 1s"; });
   ASSERT_EQ(changed.size(), 2u) << adapter.log_text();
@@ -187,19 +198,19 @@ TEST_F(cron_adapter, ticks_resume_after_a_nats_server_restart_none_doubled) {
   test::invocation_queue queue(*conn_, "steady");
   const int port = test::free_loopback_port();
   auto adapter = start_adapter("restart.log", port);
-  auto seen = pull_until(queue, [](const auto& seen) { return !seen.empty(); }, 3s);
+  auto seen = pull_until(queue, any_tick, 3s);
   ASSERT_EQ(seen.size(), 1u) << adapter.log_text();
 
   nats_->stop();
   std::this_thread::sleep_for(1500ms);
-  const int64_t back = std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch()).count();
+  const auto back = std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now());
   nats_->restart();
-  const auto after = pull_until(queue, [back](const auto& seen) {
-    return std::count_if(seen.begin(), seen.end(), [back](const auto& t) { return t.tick_s > back; }) >= 2;
-  }, 6s);
-  EXPECT_GE(std::count_if(after.begin(), after.end(), [back](const auto& t) { return t.tick_s > back; }), 2)
-      << "ticks did not resume\n" << adapter.log_text();
+  auto resumed = [back = back.time_since_epoch().count()](const std::vector<tick_seen>& seen) {
+    auto later = [&](const tick_seen& t) { return t.tick_s > back; };
+    return std::count_if(seen.begin(), seen.end(), later) >= 2;
+  };
+  const auto after = pull_until(queue, resumed, 6s);
+  EXPECT_TRUE(resumed(after)) << "ticks did not resume\n" << adapter.log_text();
   seen.insert(seen.end(), after.begin(), after.end());
   for (auto& t : ticks_of(queue.pull(500ms))) seen.push_back(std::move(t));  // any copy on its way
   const std::string metrics = metrics_of(port);
@@ -225,8 +236,9 @@ TEST_F(cron_adapter, stops_on_sigterm_and_says_so_when_nats_is_unreachable) {
   EXPECT_LT(std::chrono::steady_clock::now() - asked, 2s);
 
   const std::string url = "nats://127.0.0.1:" + std::to_string(test::free_loopback_port());
-  auto lost = test::child_process::spawn(
-      {.program = test::bin("fnmesh-cron"), .args = {"--nats", url}, .log = dir_.path() / "lost.log"});
+  auto lost = test::child_process::spawn({.program = test::bin("fnmesh-cron"),
+                                          .args = {"--nats", url},
+                                          .log = dir_.path() / "lost.log"});
   EXPECT_EQ(lost.wait(10s), 1);
   const std::string said = lost.log_text();
   EXPECT_EQ(said.rfind("fnmesh-cron: cannot reach NATS at " + url + ": ", 0), 0u) << said;

@@ -8,7 +8,8 @@
 int main(int argc, char** argv) {
   namespace adapter = fnmesh::adapter;
   namespace broker = fnmesh::broker;
-  CLI::App app{"fnmesh-cron: invokes functions on the cron schedules of their specs (times in UTC)"};
+  CLI::App app{
+      "fnmesh-cron: invokes functions on the cron schedules of their specs (times in UTC)"};
   adapter::daemon_options opts{.name = "fnmesh-cron"};
   adapter::add_options(app, opts);
   return adapter::run_main(app, opts, argc, argv, [&] {
@@ -21,12 +22,17 @@ int main(int argc, char** argv) {
         d.conn(), [&scheduler](const std::string& key, broker::function_ptr record) {
           scheduler.update(key, record);
         });
-    if (!registry) throw std::runtime_error("cannot follow the function registry: " + registry.error().message());
+    if (!registry)
+      throw std::runtime_error("cannot follow the function registry: " +
+                               registry.error().message());
     broker::invoker invoker(d.conn(), registry->get());
     d.serve_metrics([&scheduler] { return scheduler.metrics(); });
     d.on_signal([&scheduler] { scheduler.stop(); });
-    fnmesh::logger("cron")->info("following {} schedules of tenant {}", scheduler.schedules(), opts.tenant);
-    scheduler.run([&](const fnmesh::cron::tick& t) { return fnmesh::cron::publish(d.conn(), invoker, opts.tenant, t); });
+    fnmesh::logger("cron")->info("following {} schedules of tenant {}", scheduler.schedules(),
+                                 opts.tenant);
+    scheduler.run([&](const fnmesh::cron::tick& t) {
+      return fnmesh::cron::publish(d.conn(), invoker, opts.tenant, t);
+    });
     return 0;
   });
 }

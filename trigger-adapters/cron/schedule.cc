@@ -16,7 +16,7 @@ using std::chrono::sys_seconds;
 struct field_kind {
   std::string_view name;
   int lo, hi;
-  std::array<std::string_view, 12> names{};  // names[i] stands for lo + i (months) or i (weekdays)
+  std::array<std::string_view, 12> names{};  // names[i] stands for names_base + i
   int names_base = 0;
 };
 
@@ -24,7 +24,8 @@ constexpr std::array<field_kind, 5> kinds{{
     {"minute", 0, 59},
     {"hour", 0, 23},
     {"day-of-month", 1, 31},
-    {"month", 1, 12, {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}, 1},
+    {"month", 1, 12,
+     {"jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"}, 1},
     {"day-of-week", 0, 7, {"sun", "mon", "tue", "wed", "thu", "fri", "sat"}, 0},
 }};
 
@@ -76,16 +77,17 @@ std::expected<int, std::string> value_of(const field_kind& k, std::string_view s
     std::string lower(s);
     for (char& c : lower) c = char(std::tolower(static_cast<unsigned char>(c)));
     for (size_t i = 0; i < k.names.size(); ++i)
-      if (!k.names[i].empty() && k.names[i] == lower) return k.names_base + int(i);
+      if (k.names[i] == lower) return k.names_base + int(i);
     if (k.names[0].empty()) return std::unexpected("'" + std::string(s) + "' is not a number");
+    const auto last = std::find(k.names.begin(), k.names.end(), std::string_view()) - 1;
     return std::unexpected("'" + std::string(s) + "' is neither a number nor a name (" +
-                           std::string(k.names[0]) + "-" +
-                           std::string(k.names[k.name == "month" ? 11 : 6]) + ")");
+                           std::string(k.names[0]) + "-" + std::string(*last) + ")");
   }
   auto v = number(s);
   if (!v) return std::unexpected(v.error());
   if (*v < k.lo || *v > k.hi)
-    return std::unexpected(std::string(s) + " is out of range " + std::to_string(k.lo) + "-" + std::to_string(k.hi));
+    return std::unexpected(std::string(s) + " is out of range " + std::to_string(k.lo) + "-" +
+                           std::to_string(k.hi));
   return int(*v);
 }
 
@@ -102,7 +104,8 @@ std::expected<uint64_t, std::string> parse_field(const field_kind& k, std::strin
       if (!n) return std::unexpected("step " + n.error());
       if (*n < 1) return std::unexpected("step " + std::to_string(*n) + " must be 1 or more");
       if (range != "*" && range.find('-') == std::string_view::npos)
-        return std::unexpected("a step goes after * or a range (*/n, a-b/n), got " + std::string(item));
+        return std::unexpected("a step goes after * or a range (*/n, a-b/n), got " +
+                               std::string(item));
       step = int(std::min<int64_t>(*n, k.hi + 1));
     }
     int lo = k.lo, hi = k.hi;
@@ -123,27 +126,28 @@ std::expected<uint64_t, std::string> parse_field(const field_kind& k, std::strin
   return bits;
 }
 
-std::expected<std::chrono::seconds, std::string> parse_every(const std::vector<std::string_view>& w) {
+std::expected<std::chrono::seconds, std::string> parse_every(
+    const std::vector<std::string_view>& w) {
   if (w.size() < 2) return std::unexpected("@every: missing duration (e.g. @every 5m)");
-  if (w.size() > 2) return std::unexpected("@every: one duration without spaces (e.g. @every 1h30m)");
+  if (w.size() > 2)
+    return std::unexpected("@every: one duration without spaces (e.g. @every 1h30m)");
   const std::string_view d = w[1];
-  const std::string bad = "@every: '" + std::string(d) + "' is not a duration of whole h, m and s (e.g. 30s, 5m, 1h30m)";
+  const std::string bad = "@every: '" + std::string(d) +
+                          "' is not a duration of whole h, m and s (e.g. 30s, 5m, 1h30m)";
   int64_t total = 0;
   size_t pos = 0;
   while (pos < d.size()) {
     size_t unit = pos;
     while (unit < d.size() && d[unit] >= '0' && d[unit] <= '9') ++unit;
     auto n = number(d.substr(pos, unit - pos));
-    if (!n || unit == d.size()) return std::unexpected(bad);
-    switch (d[unit]) {
-      case 'h': total += *n * 3600; break;
-      case 'm': total += *n * 60; break;
-      case 's': total += *n; break;
-      default: return std::unexpected(bad);
-    }
+    const char u = unit < d.size() ? d[unit] : 0;
+    const int64_t seconds = u == 'h' ? 3600 : u == 'm' ? 60 : u == 's' ? 1 : 0;
+    if (!n || seconds == 0) return std::unexpected(bad);
+    total += *n * seconds;
     pos = unit + 1;
   }
-  if (total < 1) return std::unexpected("@every: " + std::string(d) + " is below the minimum of 1s");
+  if (total < 1)
+    return std::unexpected("@every: " + std::string(d) + " is below the minimum of 1s");
   return std::chrono::seconds(total);
 }
 
@@ -160,20 +164,23 @@ std::expected<schedule, std::string> schedule::parse(std::string_view expression
       return s;
     }
     if (w[0] == "@reboot")
-      return std::unexpected("@reboot: not supported (cron ticks on a clock; the adapter has no boot)");
+      return std::unexpected(
+          "@reboot: not supported (cron ticks on a clock; the adapter has no boot)");
     for (const auto& [name, fields] : macros)
       if (w[0] == name) {
         if (w.size() > 1) return std::unexpected(std::string(name) + ": takes nothing after it");
         return parse(fields);
       }
-    return std::unexpected(std::string(w[0]) +
-                           ": unknown macro (@yearly, @annually, @monthly, @weekly, @daily, @midnight, "
-                           "@hourly or @every <duration>)");
+    return std::unexpected(
+        std::string(w[0]) +
+        ": unknown macro (@yearly, @annually, @monthly, @weekly, @daily, @midnight, "
+        "@hourly or @every <duration>)");
   }
   if (w.size() != 5)
-    return std::unexpected("must be a cron expression of 5 fields (minute hour day-of-month month "
-                           "day-of-week), a macro such as @daily or @every <duration>; got " +
-                           std::to_string(w.size()) + " field" + (w.size() == 1 ? "" : "s"));
+    return std::unexpected(
+        "must be a cron expression of 5 fields (minute hour day-of-month month "
+        "day-of-week), a macro such as @daily or @every <duration>; got " +
+        std::to_string(w.size()) + " field" + (w.size() == 1 ? "" : "s"));
   schedule s;
   uint64_t* targets[] = {&s.minutes_, &s.hours_, &s.days_, &s.months_, &s.weekdays_};
   for (size_t i = 0; i < kinds.size(); ++i) {
@@ -214,7 +221,8 @@ std::optional<sys_seconds> schedule::search(sys_seconds t) const {
   sys_days day = std::chrono::floor<days>(first);
   int from = int((first - day) / std::chrono::minutes(1));  // minute of the day to start at
   for (int i = 0; i < search_days; ++i, ++day, from = 0) {
-    if (!(months_ >> unsigned(std::chrono::year_month_day(day).month()) & 1) || !day_matches(day)) continue;
+    if (!(months_ >> unsigned(std::chrono::year_month_day(day).month()) & 1) || !day_matches(day))
+      continue;
     for (int m = from; m < 24 * 60; ++m)
       if ((hours_ >> (m / 60) & 1) && (minutes_ >> (m % 60) & 1))
         return sys_seconds(day) + std::chrono::minutes(m);

@@ -1,6 +1,7 @@
 #include "trigger-adapters/cron/scheduler.h"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/fmt/fmt.h>
 
 #include <algorithm>
 #include <ctime>
@@ -36,7 +37,8 @@ std::string joined(const std::vector<std::string>& items) {
 
 std::string invocation_id(std::string_view tenant, const tick& t) {
   const int64_t ns = int64_t(t.time.time_since_epoch().count()) * 1'000'000'000;
-  return broker::event_invocation_id(ns, 0, broker::function_key(tenant, t.function) + "\n" + t.expression);
+  return broker::event_invocation_id(
+      ns, 0, broker::function_key(tenant, t.function) + "\n" + t.expression);
 }
 
 std::string payload(const tick& t) {
@@ -51,7 +53,8 @@ result<void> publish(broker::connection& conn, broker::invoker& invoker, std::st
                      const tick& t) {
   // Published while disconnected, the message would wait in nats.c's buffer and this thread
   // for an ack that cannot come: fail at once and let the scheduler retry.
-  if (natsConnection_Status(conn.nats()) != NATS_CONN_STATUS_CONNECTED) return fail(errc::unavailable);
+  if (natsConnection_Status(conn.nats()) != NATS_CONN_STATUS_CONNECTED)
+    return fail(errc::unavailable);
   const std::string body = payload(t);
   broker::invocation_request req;
   req.invocation_id = invocation_id(tenant, t);
@@ -74,7 +77,8 @@ void scheduler::update(const std::string& key, const broker::function_ptr& recor
   if (!key.starts_with(prefix)) return;
   const std::string function = key.substr(prefix.size());
   std::vector<std::string> expressions;
-  if (const auto* triggers = record ? record->spec().triggers() : nullptr; triggers && triggers->cron())
+  if (const auto* triggers = record ? record->spec().triggers() : nullptr;
+      triggers && triggers->cron())
     for (const auto* e : *triggers->cron())
       if (std::find(expressions.begin(), expressions.end(), e->str()) == expressions.end())
         expressions.push_back(e->str());
@@ -88,7 +92,8 @@ void scheduler::update(const std::string& key, const broker::function_ptr& recor
   std::vector<std::string> was, is;
   for (const auto& a : before) was.push_back(a.expression);
   for (const auto& e : expressions) {
-    auto kept = std::find_if(before.begin(), before.end(), [&](const armed& a) { return a.expression == e; });
+    auto kept = std::find_if(before.begin(), before.end(),
+                             [&](const armed& a) { return a.expression == e; });
     if (kept != before.end()) {
       armed_.push_back(std::move(*kept));
     } else if (auto s = schedule::parse(e); !s) {
@@ -116,13 +121,16 @@ void scheduler::run(const publish_fn& publish) {
     std::vector<tick> due;
     for (auto& a : armed_) {
       if (a.next < oldest) a.next = a.when.next_after(oldest);
-      for (; a.next <= now; a.next = a.when.next_after(a.next)) due.push_back({a.function, a.expression, a.next});
+      for (; a.next <= now; a.next = a.when.next_after(a.next))
+        due.push_back({a.function, a.expression, a.next});
     }
     lock.unlock();
     std::vector<retry> later;
     for (auto& r : retries) {
-      if (r.at > now) later.push_back(std::move(r));
-      else attempt(publish, std::move(r.due), r.attempts, later);
+      if (r.at > now)
+        later.push_back(std::move(r));
+      else
+        attempt(publish, std::move(r.due), r.attempts, later);
     }
     std::sort(due.begin(), due.end(), [](const tick& a, const tick& b) { return a.time < b.time; });
     for (auto& t : due) attempt(publish, std::move(t), 0, later);
@@ -132,33 +140,39 @@ void scheduler::run(const publish_fn& publish) {
     auto wake = clock::time_point::max();
     for (const auto& a : armed_) wake = std::min<clock::time_point>(wake, a.next);
     for (const auto& r : retries) wake = std::min(wake, r.at);
-    if (wake == clock::time_point::max()) wake_.wait(lock);
-    else wake_.wait_until(lock, wake);
+    if (wake == clock::time_point::max())
+      wake_.wait(lock);
+    else
+      wake_.wait_until(lock, wake);
   }
   if (!retries.empty()) log()->warn("stopping with {} unpublished ticks", retries.size());
 }
 
-void scheduler::attempt(const publish_fn& publish, tick due, int attempts, std::vector<retry>& retries) {
+void scheduler::attempt(const publish_fn& publish, tick due, int attempts,
+                        std::vector<retry>& retries) {
   ++attempts;
   auto sent = publish(due);
   if (sent) {
     ++published_;
     if (attempts > 1)
-      log()->info("{}: tick {} of '{}' published at attempt {}", due.function, iso_utc(due.time), due.expression,
-                  attempts);
+      log()->info("{}: tick {} of '{}' published at attempt {}", due.function, iso_utc(due.time),
+                  due.expression, attempts);
     return;
   }
   ++failures_;
   const auto now = clock::now();
   if (sent.error() == errc::not_found) {
-    log()->info("{}: tick {} dropped: the function is no longer deployed", due.function, iso_utc(due.time));
+    log()->info("{}: tick {} dropped: the function is no longer deployed", due.function,
+                iso_utc(due.time));
   } else if (now - due.time >= retry_for_) {
     log()->error("{}: tick {} of '{}' not published after {} attempts over {} s: {}", due.function,
-                 iso_utc(due.time), due.expression, attempts, retry_for_.count(), sent.error().message());
+                 iso_utc(due.time), due.expression, attempts, retry_for_.count(),
+                 sent.error().message());
   } else {
     if (attempts == 1)
-      log()->warn("{}: publishing tick {} of '{}' failed ({}); retrying for up to {} s", due.function,
-                  iso_utc(due.time), due.expression, sent.error().message(), retry_for_.count());
+      log()->warn("{}: publishing tick {} of '{}' failed ({}); retrying for up to {} s",
+                  due.function, iso_utc(due.time), due.expression, sent.error().message(),
+                  retry_for_.count());
     retries.push_back({std::move(due), now + retry_every_, attempts});
   }
 }
@@ -170,15 +184,17 @@ void scheduler::stop() {
 }
 
 std::string scheduler::metrics() const {
-  return "# HELP fnmesh_cron_ticks_total Ticks published as invocations.\n"
-         "# TYPE fnmesh_cron_ticks_total counter\n"
-         "fnmesh_cron_ticks_total " + std::to_string(published_) + "\n"
-         "# HELP fnmesh_cron_publish_failures_total Failed publishes of a tick (each retry counts).\n"
-         "# TYPE fnmesh_cron_publish_failures_total counter\n"
-         "fnmesh_cron_publish_failures_total " + std::to_string(failures_) + "\n"
-         "# HELP fnmesh_cron_schedules Cron expressions followed, over all functions.\n"
-         "# TYPE fnmesh_cron_schedules gauge\n"
-         "fnmesh_cron_schedules " + std::to_string(schedules_) + "\n";
+  std::string out;
+  auto one = [&out](std::string_view name, std::string_view type, std::string_view help,
+                    uint64_t value) {
+    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}\n", name, help, type, value);
+  };
+  one("fnmesh_cron_ticks_total", "counter", "Ticks published as invocations.", published_);
+  one("fnmesh_cron_publish_failures_total", "counter",
+      "Failed publishes of a tick (each retry counts).", failures_);
+  one("fnmesh_cron_schedules", "gauge", "Cron expressions followed, over all functions.",
+      schedules_);
+  return out;
 }
 
 }  // namespace fnmesh::cron

@@ -35,8 +35,8 @@ std::string invocation_id(std::string_view tenant, const tick& t);
 std::string payload(const tick& t);
 // Publishes the tick's async invocation (trigger cron, source = the expression) and waits
 // for the stream's ack; errc::unavailable at once while the connection is down.
-result<void> publish(broker::connection& conn, broker::invoker& invoker,
-                     std::string_view tenant, const tick& t);
+result<void> publish(broker::connection& conn, broker::invoker& invoker, std::string_view tenant,
+                     const tick& t);
 
 class scheduler {
  public:

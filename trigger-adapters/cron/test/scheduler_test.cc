@@ -30,18 +30,21 @@ TEST(cron_tick, invocation_id_is_the_same_for_the_same_tick_and_its_time_is_the_
   EXPECT_EQ(ulid_ms(id), 1'795'813'500'000);
   EXPECT_NE(id, invocation_id("acme", t));
   EXPECT_NE(id, invocation_id("default", tick{"other", t.expression, t.time}));
-  EXPECT_NE(id, invocation_id("default", tick{t.function, "@every 5m", t.time})) << "two expressions, two invocations";
+  EXPECT_NE(id, invocation_id("default", tick{t.function, "@every 5m", t.time}))
+      << "two expressions, two invocations";
   EXPECT_NE(id, invocation_id("default", tick{t.function, t.expression, t.time + 300s}));
 }
 
 TEST(cron_tick, payload_names_schedule_tick_and_function) {
   const tick t{"report", "*/5 * * * *", sys_days(2026y / 11 / 27) + 21h + 5min};
-  EXPECT_EQ(payload(t), R"({"schedule":"*/5 * * * *","tick":"2026-11-27T21:05:00Z","function":"report"})");
+  EXPECT_EQ(payload(t),
+            R"({"schedule":"*/5 * * * *","tick":"2026-11-27T21:05:00Z","function":"report"})");
 }
 
 TEST(cron_scheduler, follows_the_specs_of_its_tenant) {
   scheduler s("default");
-  s.update("default.a", test::function_record_of({.name = "a", .cron = {"@hourly", "*/5 * * * *", "@hourly"}}));
+  s.update("default.a",
+           test::function_record_of({.name = "a", .cron = {"@hourly", "*/5 * * * *", "@hourly"}}));
   EXPECT_EQ(s.schedules(), 2u) << "an expression given twice is one schedule";
   s.update("acme.a", test::function_record_of({.name = "a", .tenant = "acme", .cron = {"@daily"}}));
   EXPECT_EQ(s.schedules(), 2u) << "another tenant's";
@@ -72,7 +75,13 @@ TEST(cron_scheduler, publishes_each_tick_once_and_retries_a_failed_publish) {
   std::thread runner([&] { s.run(publish); });
   ASSERT_TRUE(test::eventually([&] { return s.ticks_published() >= 2; }, 5s));
   s.update("default.gone", test::function_record_of({.name = "gone", .cron = {"@every 1s"}}));
-  ASSERT_TRUE(test::eventually([&] { std::lock_guard lock(m); return std::any_of(attempts.begin(), attempts.end(), [](const tick& t) { return t.function == "gone"; }); }, 3s));
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        std::lock_guard lock(m);
+        return std::any_of(attempts.begin(), attempts.end(),
+                           [](const tick& t) { return t.function == "gone"; });
+      },
+      3s));
   s.stop();
   runner.join();
 
@@ -81,10 +90,13 @@ TEST(cron_scheduler, publishes_each_tick_once_and_retries_a_failed_publish) {
   EXPECT_GT(attempts[0].time, armed - 1s) << "no backfill";
   EXPECT_EQ(attempts[1].time, attempts[0].time) << "the failed tick again";
   EXPECT_EQ(attempts[2].time, attempts[0].time + 1s);
-  EXPECT_EQ(std::count_if(attempts.begin(), attempts.end(), [](const tick& t) { return t.function == "gone"; }),
-            1) << "a tick of a removed function is not retried";
+  EXPECT_EQ(std::count_if(attempts.begin(), attempts.end(),
+                          [](const tick& t) { return t.function == "gone"; }),
+            1)
+      << "a tick of a removed function is not retried";
   EXPECT_EQ(s.publish_failures(), 2u);
-  EXPECT_NE(s.metrics().find("\nfnmesh_cron_publish_failures_total 2\n"), std::string::npos) << s.metrics();
+  EXPECT_NE(s.metrics().find("\nfnmesh_cron_publish_failures_total 2\n"), std::string::npos)
+      << s.metrics();
 }
 
 }  // namespace
