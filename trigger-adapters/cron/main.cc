@@ -13,25 +13,19 @@ int main(int argc, char** argv) {
   adapter::daemon_options opts{.name = "fnmesh-cron"};
   adapter::add_options(app, opts);
   return adapter::run_main(app, opts, argc, argv, [&] {
-    // Before the daemon: its /metrics and signal threads use the scheduler until it is gone.
+    // Before the daemon: its registry, /metrics and signal threads use the scheduler until
+    // they are gone.
     fnmesh::cron::scheduler scheduler(opts.tenant);
     adapter::daemon d(opts);
-    // A registry of our own: the daemon's has no change handler. Its invoker looks functions
-    // up in it, so a tick never races ahead of the deploy that armed it.
-    auto registry = broker::function_registry::open(
-        d.conn(), [&scheduler](const std::string& key, broker::function_ptr record) {
-          scheduler.update(key, record);
-        });
-    if (!registry)
-      throw std::runtime_error("cannot follow the function registry: " +
-                               registry.error().message());
-    broker::invoker invoker(d.conn(), registry->get());
+    d.registry().subscribe([&scheduler](const std::string& key, broker::function_ptr record) {
+      scheduler.update(key, record);
+    });
     d.serve_metrics([&scheduler] { return scheduler.metrics(); });
     d.on_signal([&scheduler] { scheduler.stop(); });
     fnmesh::logger("cron")->info("following {} schedules of tenant {}", scheduler.schedules(),
                                  opts.tenant);
     scheduler.run([&](const fnmesh::cron::tick& t) {
-      return fnmesh::cron::publish(d.conn(), invoker, opts.tenant, t);
+      return fnmesh::cron::publish(d.conn(), d.invoker(), opts.tenant, t);
     });
     return 0;
   });
