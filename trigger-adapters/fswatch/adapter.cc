@@ -30,30 +30,25 @@ std::string render_metrics(const counters& c) {
   return out;
 }
 
-adapter::adapter(broker::connection& conn, adapter_options opts, counters& c)
-    : opts_(std::move(opts)), watcher_(subs_, c, opts_.retry) {
+adapter::adapter(broker::connection& conn, broker::function_registry& registry,
+                 broker::invoker& invoker, adapter_options opts, counters& c)
+    : opts_(std::move(opts)), registry_(registry), watcher_(subs_, c, opts_.retry) {
   if (!broker::valid_name(opts_.tenant))
     throw std::runtime_error("invalid tenant name '" + opts_.tenant + "'");
-  // The handler runs for every function loaded, then for each deploy or removal.
-  auto registry = broker::function_registry::open(
-      conn, [this](const std::string& key, broker::function_ptr record) { on_change(key, record); });
-  if (!registry)
-    throw std::runtime_error("cannot read the function registry (KV FNMESH_FUNCTIONS) at " +
-                             conn.urls() + ": " + registry.error().message());
-  registry_ = std::move(*registry);
-  invoker_ = std::make_unique<broker::invoker>(conn, registry_.get());
-  publisher_ = std::make_unique<publisher>(conn, *invoker_, subs_, c,
+  publisher_ = std::make_unique<publisher>(conn, invoker, subs_, c,
                                            publisher_options{.tenant = opts_.tenant});
   watcher_.start([p = publisher_.get()](file_event e) { p->push(std::move(e)); });
+  // Runs for every function loaded, then for each deploy or removal.
+  registry_.subscribe(
+      [this](const std::string& key, broker::function_ptr record) { on_change(key, record); });
   logger("fswatch")->info("{} folders subscribed by the functions of tenant {}", subs_.folders().size(),
                           opts_.tenant);
 }
 
 adapter::~adapter() {
-  watcher_.stop();  // no more events for the publisher
+  registry_.subscribe({});  // no more changes for the watcher
+  watcher_.stop();          // no more events for the publisher
   publisher_.reset();
-  invoker_.reset();
-  registry_.reset();  // no more changes for the watcher
 }
 
 void adapter::on_change(const std::string& key, const broker::function_ptr& record) {

@@ -1,7 +1,7 @@
 #pragma once
-// adapter: the fswatch trigger adapter put together. Owns the subscriptions, its own view
-// of the function registry (whose change handler keeps them current), the inotify watcher
-// and the publisher. Built and run by main(); stop() from any thread (the signal waiter).
+// adapter: the fswatch trigger adapter put together. Owns the subscriptions (kept current
+// by its subscription to the daemon's function registry), the inotify watcher and the
+// publisher. Built and run by main(); stop() from any thread (the signal waiter).
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -25,9 +25,10 @@ struct adapter_options {
 
 class adapter {
  public:
-  // Loads the functions of opts.tenant and starts watching their folders. Throws
-  // std::runtime_error with one clear line (start-up only).
-  adapter(broker::connection& conn, adapter_options opts, counters& c);
+  // Starts watching the folders of opts.tenant's functions. Throws std::runtime_error with
+  // one clear line (start-up only). `registry` and `invoker` outlive the adapter.
+  adapter(broker::connection& conn, broker::function_registry& registry, broker::invoker& invoker,
+          adapter_options opts, counters& c);
   ~adapter();
   adapter(const adapter&) = delete;
   adapter& operator=(const adapter&) = delete;
@@ -39,10 +40,9 @@ class adapter {
   void on_change(const std::string& key, const broker::function_ptr& record);
 
   const adapter_options opts_;
+  broker::function_registry& registry_;
   subscriptions subs_;
   watcher watcher_;
-  std::unique_ptr<broker::function_registry> registry_;
-  std::unique_ptr<broker::invoker> invoker_;
   std::unique_ptr<publisher> publisher_;
 
   std::mutex mutex_;

@@ -13,8 +13,8 @@ int main(int argc, char** argv) {
   return fnmesh::adapter::run_main(app, opts, argc, argv, [&] {
     fnmesh::fswatch::counters counters;  // outlives the /metrics thread
     fnmesh::adapter::daemon d(opts);
-    fnmesh::fswatch::adapter a(d.conn(), {opts.tenant, std::chrono::milliseconds(retry_ms)},
-                               counters);
+    fnmesh::fswatch::adapter a(d.conn(), d.registry(), d.invoker(),
+                               {opts.tenant, std::chrono::milliseconds(retry_ms)}, counters);
     d.serve_metrics([&counters] { return fnmesh::fswatch::render_metrics(counters); });
     d.on_signal([&a] { a.stop(); });
     a.run();
