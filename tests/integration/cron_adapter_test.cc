@@ -214,6 +214,9 @@ TEST_F(cron_adapter, ticks_resume_after_a_nats_server_restart_none_doubled) {
   seen.insert(seen.end(), after.begin(), after.end());
   for (auto& t : ticks_of(queue.pull(500ms))) seen.push_back(std::move(t));  // any copy on its way
   const std::string metrics = metrics_of(port);
+  // The registry still follows deploys on the new connection.
+  deploy("steady", {"@every 1s", "@hourly"});
+  EXPECT_TRUE(adapter.wait_for_log("steady: 2 schedules", 5s)) << adapter.log_text();
   EXPECT_EQ(adapter.stop(5s), 0) << adapter.log_text();
   EXPECT_GE(sample(metrics, "fnmesh_cron_publish_failures_total"), 1) << metrics;
 
