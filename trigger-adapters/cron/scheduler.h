@@ -52,8 +52,8 @@ class scheduler {
   // skipped. An expression kept across a change keeps its next tick.
   void update(const std::string& key, const broker::function_ptr& record);
 
-  // Publishes ticks as they fall due until stop(). Ticks that fell due before run() (or
-  // before a function was deployed) are not published: no backfill.
+  // Publishes ticks as they fall due until stop(). A schedule's first tick is the first
+  // after update() saw it: ticks missed while no adapter ran are not published (no backfill).
   void run(const publish_fn& publish);
   void stop();
 
@@ -80,7 +80,7 @@ class scheduler {
   const std::string tenant_;
   const std::chrono::seconds retry_for_;
   const std::chrono::milliseconds retry_every_;
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<armed> armed_;  // guarded by mutex_
   bool stopping_ = false;     // guarded by mutex_
