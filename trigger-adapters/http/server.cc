@@ -270,7 +270,7 @@ struct server_state {
   void accept();
   void begin_drain();
   void finish_if_drained();
-  void result_loop();
+  void read_results();
   // I/O thread only:
   void invoke(const std::shared_ptr<session>& s, const route& r, const std::string& tenant,
               bhttp::request<bhttp::string_body>& req);
@@ -282,7 +282,7 @@ struct server_state {
   void give_up(uint64_t correlation);
   void forget(uint64_t correlation);  // a sync call answered: no longer in flight
   std::string render_metrics() const {
-    return metrics.render({.malformed_results = malformed.load(std::memory_order_relaxed),
+    return metrics.render({.malformed_results = router->malformed(),
                            .unmatched_results = unmatched,
                            .waiting = waiting.size(),
                            .callbacks_pending = awaiting_callback.size(),
@@ -299,6 +299,7 @@ struct server_state {
   asio::signal_set signals{ioc, SIGTERM, SIGINT};
   asio::steady_timer drain_timer{ioc};
   std::unique_ptr<broker::reply_router> router;
+  asio::posix::stream_descriptor router_fd{ioc};  // a dup of the ROUTER's ZMQ_FD
   std::string reply_endpoint;
   std::unique_ptr<activation_queries> queries;
   std::unique_ptr<async_publisher> publisher;
@@ -325,10 +326,6 @@ struct server_state {
   uint64_t unmatched = 0;
   request_metrics metrics;
   bool draining = false;
-
-  std::atomic<uint64_t> malformed{0};
-  std::atomic<bool> stop_results{false};
-  std::thread result_thread;
 };
 
 }  // namespace detail
@@ -565,10 +562,10 @@ detail::server_state::server_state(server_options o, broker::function_registry& 
   auto bound = broker::reply_router::bind(zmq);
   if (!bound) throw std::runtime_error("cannot bind the reply socket: " + bound.error().message());
   router = std::move(*bound);
+  router_fd.assign(::dup(router->fd()));
   reply_endpoint = router->endpoint();
   queries = std::make_unique<activation_queries>(zmq, opts.collector, opts.collector_timeout, ioc);
   publisher = std::make_unique<async_publisher>(invoker, ioc);
-  result_thread = std::thread([this] { result_loop(); });
 }
 
 void detail::server_state::accept() {
@@ -585,16 +582,12 @@ void detail::server_state::accept() {
   });
 }
 
-void detail::server_state::result_loop() {
-  while (!stop_results.load(std::memory_order_relaxed)) {
-    auto r = router->receive(100ms);
-    malformed.store(router->malformed(), std::memory_order_relaxed);
-    if (!r) {
-      if (r.error() != errc::timeout) std::this_thread::sleep_for(10ms);
-      continue;
-    }
-    asio::post(ioc, [this, m = std::move(*r)] { complete(m); });
-  }
+void detail::server_state::read_results() {
+  // ZMQ_FD is edge-triggered: take every Result waiting, then wait for the fd again.
+  while (auto r = router->receive(0ms)) complete(*r);
+  router_fd.async_wait(asio::posix::descriptor_base::wait_read, [this](beast::error_code ec) {
+    if (!ec) read_results();
+  });
 }
 
 void detail::server_state::invoke(const std::shared_ptr<session>& s, const route& r,
@@ -768,11 +761,7 @@ server::server(server_options opts, broker::function_registry& registry, broker:
                zmq::context_t& zmq)
     : impl_(std::make_unique<detail::server_state>(std::move(opts), registry, invoker, zmq)) {}
 
-server::~server() {
-  impl_->stop_results.store(true);
-  if (impl_->result_thread.joinable()) impl_->result_thread.join();
-  impl_->waiting.clear();
-}
+server::~server() { impl_->waiting.clear(); }
 
 std::string server::listening() const {
   beast::error_code ec;
@@ -788,6 +777,7 @@ void server::run() {
     if (!ec) impl_->begin_drain();
   });
   impl_->accept();
+  impl_->read_results();
   log()->info("listening on http://{} (tenant {}), results on {}", listening(), impl_->opts.tenant,
               impl_->reply_endpoint);
   impl_->ioc.run();

@@ -34,8 +34,9 @@ struct server_options {
   std::chrono::seconds callback_wait{3600};          // how long a callback waits for its result
 };
 
-// Owns the listener, the reply ROUTER (on its own thread, which posts each Result to the
-// I/O thread) and the collector queries (on a third thread). run() on one thread.
+// Owns the listener, the reply ROUTER (read on the I/O thread when its fd wakes it), the
+// collector queries and the async publishes (each on a thread of its own). run() on one
+// thread.
 class server {
  public:
   // Binds the listener and the reply ROUTER. Throws std::runtime_error with one clear
