@@ -21,12 +21,16 @@
 #include "tests/support/child_process.h"
 #include "tests/support/function_spec.h"
 #include "tests/support/invocation_queue.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tree.h"
 
 namespace fnmesh {
 namespace {
+
+using test::http_get;
+using test::sample;
 
 using namespace std::chrono_literals;
 
@@ -63,26 +67,6 @@ std::vector<tick_seen> ticks_of(const std::vector<std::vector<uint8_t>>& invocat
     out.push_back(std::move(t));
   }
   return out;
-}
-
-// GET http://127.0.0.1:<port>/metrics: the response body.
-std::string metrics_of(int port) {
-  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{.sin_family = AF_INET, .sin_port = htons(uint16_t(port))};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
-  const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-  ::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL);
-  std::string reply;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, size_t(n));
-  const size_t body = reply.find("\r\n\r\n");
-  return body == std::string::npos ? "" : reply.substr(body + 4);
-}
-
-double sample(const std::string& text, const std::string& name) {
-  const size_t at = text.find("\n" + name + " ");
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
 }
 
 bool any_tick(const std::vector<tick_seen>& seen) { return !seen.empty(); }
@@ -137,7 +121,7 @@ TEST_F(cron_adapter, two_adapters_publish_each_tick_exactly_once) {
   auto a = start_adapter("a.log", port_a);
   auto b = start_adapter("b.log", port_b);
   const auto seen = ticks_of(queue.pull(4s));
-  const std::string metrics_a = metrics_of(port_a), metrics_b = metrics_of(port_b);
+  const std::string metrics_a = http_get(port_a, "/metrics"), metrics_b = http_get(port_b, "/metrics");
   EXPECT_EQ(a.stop(5s), 0) << a.log_text();
   EXPECT_EQ(b.stop(5s), 0) << b.log_text();
 
@@ -213,7 +197,7 @@ TEST_F(cron_adapter, ticks_resume_after_a_nats_server_restart_none_doubled) {
   EXPECT_TRUE(resumed(after)) << "ticks did not resume\n" << adapter.log_text();
   seen.insert(seen.end(), after.begin(), after.end());
   for (auto& t : ticks_of(queue.pull(500ms))) seen.push_back(std::move(t));  // any copy on its way
-  const std::string metrics = metrics_of(port);
+  const std::string metrics = http_get(port, "/metrics");
   // The registry still follows deploys on the new connection.
   deploy("steady", {"@every 1s", "@hourly"});
   EXPECT_TRUE(adapter.wait_for_log("steady: 2 schedules", 5s)) << adapter.log_text();

@@ -28,12 +28,16 @@
 #include "tests/support/eventually.h"
 #include "tests/support/function_spec.h"
 #include "tests/support/invocation_queue.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
 #include "tests/support/tree.h"
 
 namespace fnmesh {
 namespace {
+
+using test::http_get;
+using test::sample;
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
@@ -80,35 +84,6 @@ void write_file(const fs::path& path, std::string_view content) {
 
 std::string sha256(std::string_view s) {
   return broker::sha256_hex({reinterpret_cast<const uint8_t*>(s.data()), s.size()});
-}
-
-std::string http_get(int port, const std::string& path) {
-  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{.sin_family = AF_INET, .sin_port = htons(uint16_t(port))};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
-  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-  ::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL);
-  std::string reply;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, size_t(n));
-  return reply;
-}
-
-// The value of the sample `series` (name and labels exactly as printed), or -1 if absent.
-double sample(const std::string& text, const std::string& series) {
-  const std::string needle = "\n" + series + " ";
-  const size_t at = text.find(needle);
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + needle.size()));
-}
-
-// The port an adapter logged for /metrics, or 0.
-int metrics_port(const test::child_process& p) {
-  std::smatch m;
-  const std::string log = p.log_text();
-  if (!std::regex_search(log, m, std::regex(R"(metrics at http://127\.0\.0\.1:(\d+)/metrics)")))
-    return 0;
-  return std::stoi(m[1]);
 }
 
 class fswatch_adapter : public ::testing::Test {
@@ -188,7 +163,7 @@ TEST_F(fswatch_adapter, a_file_is_reported_once_after_close_and_a_move_in_as_mov
   EXPECT_EQ(got[0].payload["event"], "moved_in");
   EXPECT_EQ(got[0].payload["size"], 2);
 
-  const std::string text = http_get(metrics_port(adapter), "/metrics");
+  const std::string text = http_get(test::logged_metrics_port(adapter), "/metrics");
   EXPECT_EQ(sample(text, R"(fnmesh_fswatch_events_total{event="created"})"), 1) << text;
   EXPECT_EQ(sample(text, R"(fnmesh_fswatch_events_total{event="moved_in"})"), 1) << text;
   EXPECT_EQ(sample(text, R"(fnmesh_fswatch_events_total{event="modified"})"), 0) << text;
@@ -214,11 +189,11 @@ TEST_F(fswatch_adapter, a_burst_of_1000_files_gives_1000_invocations_per_functio
   for (auto* p : {&a, &b})
     EXPECT_TRUE(test::eventually(
         [&] {
-          return sample(http_get(metrics_port(*p), "/metrics"),
+          return sample(http_get(test::logged_metrics_port(*p), "/metrics"),
                         "fnmesh_fswatch_invocations_total") == 2 * files;
         },
         30s))
-        << http_get(metrics_port(*p), "/metrics");
+        << http_get(test::logged_metrics_port(*p), "/metrics");
   std::printf("1000 files written and 2 x 2000 invocations acked in %.2f s\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   for (auto* q : {&resize, &index}) {
@@ -305,7 +280,7 @@ TEST_F(fswatch_adapter, a_nats_restart_while_files_arrive_loses_none_and_doubles
   EXPECT_EQ(by_path.size(), size_t(files)) << adapter.log_text();
   for (const auto& [path, n] : by_path) EXPECT_EQ(n, 1) << path;
   EXPECT_TRUE(adapter.running());
-  const std::string text = http_get(metrics_port(adapter), "/metrics");
+  const std::string text = http_get(test::logged_metrics_port(adapter), "/metrics");
   EXPECT_GT(sample(text, "fnmesh_fswatch_publish_failures_total"), 0) << text;
   EXPECT_GE(sample(text, "fnmesh_fswatch_invocations_total"), files) << text;
 }

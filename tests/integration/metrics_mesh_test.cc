@@ -15,6 +15,7 @@
 
 #include "common/unique_fd.h"
 #include "tests/support/mesh.h"
+#include "tests/support/metrics_page.h"
 #include "tests/support/privileged.h"
 
 namespace p = fnmesh::proto;
@@ -23,27 +24,6 @@ using namespace std::chrono_literals;
 using namespace fnmesh::test;
 
 namespace {
-
-// GET http://127.0.0.1:<port><path>: the whole response, head and body.
-std::string http_get(int port, const std::string& path) {
-  fnmesh::unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in a{.sin_family = AF_INET, .sin_port = htons(uint16_t(port))};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
-  const std::string request = "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-  ::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL);
-  std::string reply;
-  char buf[4096];
-  for (ssize_t n; (n = ::recv(fd.get(), buf, sizeof buf, 0)) > 0;) reply.append(buf, size_t(n));
-  return reply;
-}
-
-// The value of the sample `series` (name and labels exactly as printed), or -1 if absent.
-double sample(const std::string& text, const std::string& series) {
-  const std::string needle = "\n" + series + " ";
-  const size_t at = text.find(needle);
-  return at == std::string::npos ? -1 : std::stod(text.substr(at + needle.size()));
-}
 
 class metrics_mesh : public mesh {
  protected:
@@ -112,13 +92,9 @@ TEST_F(metrics_mesh, show_cpu_seconds_per_function_and_kills_by_reason) {
 TEST_F(metrics_mesh, nodes_on_one_machine_each_take_a_free_port_and_a_taken_one_is_one_line) {
   auto& a = start_node("node-a");
   auto& b = start_node("node-b");
-  std::smatch m;
-  const std::regex url(R"(metrics at http://127\.0\.0\.1:(\d+)/metrics)");
-  const std::string log_a = a.log_text(), log_b = b.log_text();
-  ASSERT_TRUE(std::regex_search(log_a, m, url)) << log_a;
-  const int port_a = std::stoi(m[1]);
-  ASSERT_TRUE(std::regex_search(log_b, m, url)) << log_b;
-  const int port_b = std::stoi(m[1]);
+  const int port_a = logged_metrics_port(a), port_b = logged_metrics_port(b);
+  ASSERT_GT(port_a, 0) << a.log_text();
+  ASSERT_GT(port_b, 0) << b.log_text();
   EXPECT_NE(port_a, port_b);
   EXPECT_TRUE(http_get(port_a, "/metrics").starts_with("HTTP/1.1 200 OK\r\n"));
   EXPECT_TRUE(http_get(port_b, "/metrics").starts_with("HTTP/1.1 200 OK\r\n"));
