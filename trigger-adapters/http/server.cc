@@ -609,27 +609,29 @@ void detail::server_state::invoke(const std::shared_ptr<session>& s, const route
   call.source = std::string(sv(req.target()));
 
   if (!sync) {
-    std::optional<callback_target> callback;
     if (auto url = req["X-Callback-Url"]; !url.empty()) {
-      callback = parse_callback_url(sv(url));
+      auto callback = parse_callback_url(sv(url));
       if (!callback)
         return s->answer_json(400, error_json("bad_callback_url",
                                               {{"message", "X-Callback-Url must be http://host[:port]/path"},
                                                {"url", sv(url)}}));
+      // Expected before it is published: a quick function's result may come before the ack.
+      call.invocation_id = new_ulid();
       call.reply_endpoint = reply_endpoint;
       call.correlation = next_correlation++;
       call.callback = true;
+      expect_callback(call.correlation, std::move(*callback), call.invocation_id, r.name);
     }
     ++publishing;
     const uint64_t correlation = call.correlation;
     publisher->submit(std::move(call), std::move(req.body()),
-                      [this, s, name = r.name, correlation,
-                       callback = std::move(callback)](result<broker::published> published) mutable {
+                      [this, s, name = r.name, correlation](result<broker::published> published) {
                         --publishing;
-                        if (!published) answer_refusal(s, name, published.error());
-                        else {
+                        if (!published) {
+                          awaiting_callback.erase(correlation);  // never runs: no callback
+                          answer_refusal(s, name, published.error());
+                        } else {
                           const auto& id = published->invocation_id;
-                          if (callback) expect_callback(correlation, std::move(*callback), id, name);
                           nlohmann::json j{{"invocation_id", id}, {"function", name}};
                           s->answer_json(202, j.dump() + "\n", id);
                         }
