@@ -1,4 +1,5 @@
 // fnmesh up | down | status: the local mesh under $FNMESH_HOME.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -8,6 +9,7 @@
 #include "broker/client/subjects.h"
 #include "broker/client/topology.h"
 #include "common/clock.h"
+#include "common/unique_fd.h"
 #include "flatbuffers/proto.h"
 #include "tools/cli.h"
 #include "tools/mesh.h"
@@ -34,18 +36,21 @@ struct up_options {
 // The http adapter's API keys for this mesh home: made once (tenant default, one random
 // key), readable by the owner only. Returns the default tenant's first key.
 result<std::string> ensure_api_keys(const fs::path& file) {
+  auto system_error = [] { return std::unexpected(std::error_code(errno, std::system_category())); };
   if (!fs::exists(file)) {
-    std::ifstream random("/dev/urandom", std::ios::binary);
     unsigned char bytes[16];
-    if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes))
-      return std::unexpected(std::error_code(errno, std::system_category()));
+    std::ifstream random("/dev/urandom", std::ios::binary);
+    if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes)) return system_error();
     std::string key = "fnk-";
     for (unsigned char b : bytes) key += "0123456789abcdef"[b >> 4], key += "0123456789abcdef"[b & 15];
+    const std::string text = "# fnmesh-http API keys: tenant: [keys] (Authorization: Bearer <key>)\n"
+                             "default: [" + key + "]\n";
     const fs::path tmp = file.string() + ".tmp";
-    std::ofstream(tmp) << "# fnmesh-http API keys: tenant: [keys] (Authorization: Bearer <key>)\n"
-                       << "default: [" << key << "]\n";
-    fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write);
-    fs::rename(tmp, file);
+    ::unlink(tmp.c_str());  // a leftover could have other permissions
+    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd || ::write(fd.get(), text.data(), text.size()) != ssize_t(text.size()) ||
+        ::close(fd.release()) != 0 || ::rename(tmp.c_str(), file.c_str()) != 0)
+      return system_error();
   }
   std::ifstream in(file);
   for (std::string line; std::getline(in, line);)

@@ -186,6 +186,8 @@ result<void> connection::js_publish(std::string_view subject, std::span<const ui
 result<void> connection::js_publish_async(std::string_view subject,
                                           std::span<const uint8_t> data,
                                           std::string_view msg_id) {
+  // While reconnecting, acks pile up until nats.c stalls the caller: fail at once instead.
+  if (natsConnection_Status(nc_) != NATS_CONN_STATUS_CONNECTED) return fail(errc::unavailable);
   std::string subj(subject), id(msg_id);
   jsPubOptions po;
   jsPubOptions_Init(&po);

@@ -39,7 +39,8 @@ class connection {
   // JetStream publish, waits for the stream's ack. msg_id sets Nats-Msg-Id (dedup).
   result<void> js_publish(std::string_view subject, std::span<const uint8_t> data,
                           std::string_view msg_id);
-  // JetStream publish without waiting; a failed publish is logged and counted.
+  // JetStream publish without waiting; a failed publish is logged and counted. While the
+  // connection is down it fails at once with errc::unavailable (it never blocks).
   result<void> js_publish_async(std::string_view subject, std::span<const uint8_t> data,
                                 std::string_view msg_id);
   // Async publishes that failed (server error or no ack in time), process-wide, for /metrics.

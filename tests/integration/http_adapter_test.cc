@@ -395,6 +395,13 @@ TEST_F(http_adapter, invocation_lookup_reads_the_stored_result_from_the_collecto
   auto unknown = http_call(port_, "GET", "/invocations/" + new_ulid());
   EXPECT_EQ(unknown.status, 404) << unknown.body;
   EXPECT_NE(unknown.body.find("no_such_invocation"), std::string::npos) << unknown.body;
+
+  // Accepted here but not run yet: pending, not unknown.
+  auto accepted = http_call(port_, "POST", "/async-function/echo", "later");
+  ASSERT_EQ(accepted.status, 202) << accepted.body;
+  auto pending = http_call(port_, "GET", "/invocations/" + accepted.headers["x-call-id"]);
+  EXPECT_EQ(pending.status, 200) << pending.body;
+  EXPECT_NE(pending.body.find("\"status\":\"pending\""), std::string::npos) << pending.body;
 }
 
 TEST_F(http_adapter, expect_100_continue_is_honoured_and_refusals_skip_the_body) {

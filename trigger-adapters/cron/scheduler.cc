@@ -37,8 +37,7 @@ std::string joined(const std::vector<std::string>& items) {
 
 std::string invocation_id(std::string_view tenant, const tick& t) {
   const int64_t ns = int64_t(t.time.time_since_epoch().count()) * 1'000'000'000;
-  return broker::event_invocation_id(
-      ns, 0, broker::function_key(tenant, t.function) + "\n" + t.expression);
+  return broker::event_invocation_id(ns, 0, broker::function_key(tenant, t.function));
 }
 
 std::string payload(const tick& t) {

@@ -28,8 +28,9 @@ struct tick {
 };
 
 // The tick's invocation id: a ULID whose time part is the tick, the rest a hash of
-// "<tenant>.<function>\n<expression>" — every adapter instance publishes the same id for
-// the same tick, and JetStream's duplicate window keeps one.
+// "<tenant>.<function>" — every adapter instance publishes the same id for the same tick,
+// and JetStream's duplicate window keeps one (also when two expressions of one function
+// fall on the same instant: the function runs once at that time).
 std::string invocation_id(std::string_view tenant, const tick& t);
 // {"schedule":"*/5 * * * *","tick":"2026-11-27T21:05:00Z","function":"x"}
 std::string payload(const tick& t);

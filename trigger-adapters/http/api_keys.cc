@@ -63,7 +63,7 @@ std::optional<std::string> api_keys::tenant_of(std::string_view authorization) c
   constexpr std::string_view scheme = "Bearer ";
   if (authorization.size() <= scheme.size() ||
       !std::equal(scheme.begin(), scheme.end(), authorization.begin(),
-                  [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
+                  [](unsigned char a, unsigned char b) { return std::tolower(a) == std::tolower(b); }))
     return std::nullopt;
   auto it = tenant_by_digest_.find(digest(authorization.substr(scheme.size())));
   if (it == tenant_by_digest_.end()) return std::nullopt;

@@ -281,6 +281,9 @@ struct server_state {
   void complete(const broker::result_message& m);
   void give_up(uint64_t correlation);
   void forget(uint64_t correlation);  // a sync call answered: no longer in flight
+  // Invocations published here: until the collector stores one, GET shows it pending.
+  void remember(const std::string& id, const std::string& tenant);
+  reply lookup_answer(reply stored, const std::string& id, const std::string& tenant) const;
   std::string render_metrics() const {
     return metrics.render({.malformed_results = router->malformed(),
                            .unmatched_results = unmatched,
@@ -312,6 +315,8 @@ struct server_state {
   };
   std::unordered_map<uint64_t, waiting_call> waiting;
   std::unordered_map<std::string, uint32_t> in_flight;  // sync calls waiting, by function key
+  std::unordered_map<std::string, std::string> published;  // invocation id -> tenant
+  std::deque<std::string> published_order;                   // oldest first, to bound it
   struct pending_callback {
     callback_target to;
     std::string invocation_id;
@@ -492,9 +497,11 @@ class session : public std::enable_shared_from_this<session> {
       case endpoint::invocation:
         if (!is_ulid(route_.name))
           return answer_json(404, error_json("no_such_invocation", {{"id", route_.name}}));
-        srv_.queries->submit(route_.name, tenant_, [self = shared_from_this()](reply r) {
-          self->answer_json(r.status, std::move(r.body));
-        });
+        srv_.queries->submit(route_.name, tenant_,
+                             [self = shared_from_this(), id = route_.name, tenant = tenant_](reply r) {
+                               r = self->srv_.lookup_answer(std::move(r), id, tenant);
+                               self->answer_json(r.status, std::move(r.body));
+                             });
         return;
       case endpoint::invoke_sync:
       case endpoint::invoke_async:
@@ -625,13 +632,14 @@ void detail::server_state::invoke(const std::shared_ptr<session>& s, const route
     ++publishing;
     const uint64_t correlation = call.correlation;
     publisher->submit(std::move(call), std::move(req.body()),
-                      [this, s, name = r.name, correlation](result<broker::published> published) {
+                      [this, s, name = r.name, tenant, correlation](result<broker::published> published) {
                         --publishing;
                         if (!published) {
                           awaiting_callback.erase(correlation);  // never runs: no callback
                           answer_refusal(s, name, published.error());
                         } else {
                           const auto& id = published->invocation_id;
+                          remember(id, tenant);
                           nlohmann::json j{{"invocation_id", id}, {"function", name}};
                           s->answer_json(202, j.dump() + "\n", id);
                         }
@@ -660,6 +668,7 @@ void detail::server_state::invoke(const std::shared_ptr<session>& s, const route
   auto published = invoker.invoke(call, /*async_publish=*/true);
   if (!published) return answer_refusal(s, r.name, published.error());
   const auto& id = published->invocation_id;
+  remember(id, tenant);
   waiting.emplace(correlation, waiting_call{s, id, key});
   ++in_flight[key];
   s->wait_for_result(correlation, std::chrono::seconds(fn->spec().timeout_s()) + opts.wait_margin);
@@ -689,6 +698,25 @@ void detail::server_state::expect_callback(uint64_t correlation, callback_target
     finish_if_drained();
   });
   awaiting_callback.emplace(correlation, pending_callback{std::move(to), id, function, std::move(expiry)});
+}
+
+void detail::server_state::remember(const std::string& id, const std::string& tenant) {
+  constexpr size_t kept = 100'000;
+  if (published_order.size() == kept) {
+    published.erase(published_order.front());
+    published_order.pop_front();
+  }
+  published.emplace(id, tenant);
+  published_order.push_back(id);
+}
+
+reply detail::server_state::lookup_answer(reply stored, const std::string& id,
+                                          const std::string& tenant) const {
+  if (stored.status != 404) return stored;
+  auto it = published.find(id);
+  if (it == published.end() || it->second != tenant) return stored;
+  nlohmann::json j{{"id", id}, {"status", "pending"}, {"attempts", 0}};
+  return {200, j.dump() + "\n"};
 }
 
 void detail::server_state::forget(uint64_t correlation) {
@@ -763,7 +791,7 @@ server::server(server_options opts, broker::function_registry& registry, broker:
                zmq::context_t& zmq)
     : impl_(std::make_unique<detail::server_state>(std::move(opts), registry, invoker, zmq)) {}
 
-server::~server() { impl_->waiting.clear(); }
+server::~server() = default;
 
 std::string server::listening() const {
   beast::error_code ec;
