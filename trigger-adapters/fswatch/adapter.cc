@@ -21,6 +21,9 @@ std::string render_metrics(const counters& c) {
   };
   one("fnmesh_fswatch_invocations_total", "counter",
       "Invocations published and acked by the stream.", c.invocations.load());
+  one("fnmesh_fswatch_publishes_total", "counter",
+      "Invocations handed to NATS, each publish again of an unacked one included.",
+      c.publishes.load());
   one("fnmesh_fswatch_publish_failures_total", "counter",
       "Publish rounds that failed and were retried.", c.publish_failures.load());
   one("fnmesh_fswatch_overflows_total", "counter",
@@ -57,19 +60,6 @@ void adapter::on_change(const std::string& key, const broker::function_ptr& reco
                          folders_of(record->spec(), opts_.tenant))
              : subs_.remove(key);
   if (changed) watcher_.refresh();
-}
-
-void adapter::run() {
-  std::unique_lock lock(mutex_);
-  cv_.wait(lock, [this] { return stop_; });
-}
-
-void adapter::stop() noexcept {
-  {
-    std::lock_guard lock(mutex_);
-    stop_ = true;
-  }
-  cv_.notify_all();
 }
 
 }  // namespace fnmesh::fswatch

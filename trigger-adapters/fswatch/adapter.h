@@ -1,11 +1,10 @@
 #pragma once
 // adapter: the fswatch trigger adapter put together. Owns the subscriptions (kept current
 // by its subscription to the daemon's function registry), the inotify watcher and the
-// publisher. Built and run by main(); stop() from any thread (the signal waiter).
+// publisher. Watches and publishes from construction to destruction; built by main(),
+// which waits for the stop signal itself.
 #include <chrono>
-#include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "broker/client/connection.h"
@@ -33,9 +32,6 @@ class adapter {
   adapter(const adapter&) = delete;
   adapter& operator=(const adapter&) = delete;
 
-  void run();            // until stop()
-  void stop() noexcept;
-
  private:
   void on_change(const std::string& key, const broker::function_ptr& record);
 
@@ -44,10 +40,6 @@ class adapter {
   subscriptions subs_;
   watcher watcher_;
   std::unique_ptr<publisher> publisher_;
-
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool stop_ = false;
 };
 
 }  // namespace fnmesh::fswatch

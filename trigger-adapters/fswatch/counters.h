@@ -13,6 +13,7 @@ namespace fnmesh::fswatch {
 struct counters {
   std::array<std::atomic<uint64_t>, std::size(all_event_kinds)> events{};  // by event_kind
   std::atomic<uint64_t> invocations{0};       // invocations acked by the stream
+  std::atomic<uint64_t> publishes{0};         // invocations handed to NATS, retries included
   std::atomic<uint64_t> publish_failures{0};  // publish rounds that failed and were retried
   std::atomic<uint64_t> overflows{0};         // IN_Q_OVERFLOW: events the kernel dropped
   std::atomic<uint64_t> watched_folders{0};

@@ -45,13 +45,15 @@ const char* name(event_kind k) noexcept {
   return "?";
 }
 
-std::optional<event_kind> event_tracker::on_event(int wd, std::string_view file, uint32_t mask) {
+std::optional<event_kind> event_tracker::on_event(int wd, std::string_view file, uint32_t mask,
+                                                  clock::time_point now) {
   if (mask & IN_ISDIR) return std::nullopt;
+  expire(now);
   auto& created = created_[wd];
   auto it = created.find(file);
   const bool seen_create = it != created.end();
   if (mask & IN_CREATE) {
-    if (!seen_create) created.emplace(file);
+    if (!seen_create) created.emplace(file, now);
     return std::nullopt;
   }
   if (seen_create) created.erase(it);
@@ -60,7 +62,21 @@ std::optional<event_kind> event_tracker::on_event(int wd, std::string_view file,
   return std::nullopt;  // IN_DELETE, IN_MOVED_FROM: a created file that will not be closed
 }
 
+// One sweep every create_ttl / 6: a name lives between create_ttl and 7/6 of it.
+void event_tracker::expire(clock::time_point now) {
+  if (now < next_expiry_) return;
+  next_expiry_ = now + create_ttl / 6;
+  for (auto& [wd, created] : created_)
+    std::erase_if(created, [&](const auto& entry) { return now - entry.second >= create_ttl; });
+}
+
 void event_tracker::forget(int wd) { created_.erase(wd); }
+
+size_t event_tracker::created() const noexcept {
+  size_t n = 0;
+  for (const auto& [wd, created] : created_) n += created.size();
+  return n;
+}
 
 result<file_info> read_file(const std::filesystem::path& path, event_kind event) {
   // O_NONBLOCK: a FIFO moved in must not block the open; O_NOFOLLOW: links are not files.

@@ -4,11 +4,11 @@
 // subscriber gets for it (payload and deterministic id). No threads of its own.
 #include <sys/inotify.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <set>
 #include <string>
 #include <string_view>
 
@@ -27,14 +27,26 @@ inline constexpr uint32_t watch_mask = IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_TO 
 
 // Turns inotify events into reported ones: a file written and closed is "created" when its
 // IN_CREATE was seen, else "modified"; a file moved in is "moved_in"; directories and the
-// events that only feed this bookkeeping are not reported. Used by one thread.
+// events that only feed this bookkeeping are not reported. A name whose IN_CREATE is
+// followed by no close-for-write (a hard link, symlink or device node) is forgotten after
+// create_ttl; so is a file still being written then, whose close is reported as "modified".
+// Used by one thread.
 class event_tracker {
  public:
-  std::optional<event_kind> on_event(int wd, std::string_view name, uint32_t mask);
+  using clock = std::chrono::steady_clock;
+  static constexpr std::chrono::minutes create_ttl{60};
+
+  std::optional<event_kind> on_event(int wd, std::string_view name, uint32_t mask,
+                                     clock::time_point now);
   void forget(int wd);  // the watch is gone
+  size_t created() const noexcept;  // names created and not yet closed, moved or deleted
 
  private:
-  std::map<int, std::set<std::string, std::less<>>> created_;  // by watch: created, not closed
+  void expire(clock::time_point now);
+
+  // By watch: created, not closed, and when.
+  std::map<int, std::map<std::string, clock::time_point, std::less<>>> created_;
+  clock::time_point next_expiry_{};
 };
 
 // A reported file as read: size and sha256 (hex) of the bytes read, its mtime.

@@ -1,5 +1,7 @@
 #include "trigger-adapters/fswatch/publisher.h"
 
+#include <set>
+
 #include "common/errc.h"
 #include "common/log.h"
 
@@ -8,10 +10,18 @@ namespace {
 
 auto log() { return fnmesh::logger("fswatch"); }
 
-// Forgets the async publishes still waiting for an ack: the round is published again.
-void drop_pending(broker::connection& conn) {
+// Takes the async publishes still waiting for an ack (their acks are ignored from now on)
+// and returns their ids.
+std::set<std::string> take_pending(broker::connection& conn) {
+  std::set<std::string> ids;
   natsMsgList pending{};
-  if (js_PublishAsyncGetPendingList(&pending, conn.js()) == NATS_OK) natsMsgList_Destroy(&pending);
+  if (js_PublishAsyncGetPendingList(&pending, conn.js()) != NATS_OK) return ids;
+  for (int i = 0; i < pending.Count; ++i) {
+    const char* id = nullptr;
+    if (natsMsgHeader_Get(pending.Msgs[i], "Nats-Msg-Id", &id) == NATS_OK && id) ids.insert(id);
+  }
+  natsMsgList_Destroy(&pending);
+  return ids;
 }
 
 }  // namespace
@@ -57,17 +67,21 @@ void publisher::run() {
         queue_.pop_front();
       }
     }
-    const auto batch = prepare(std::move(events));
+    auto batch = prepare(std::move(events));
     auto backoff = std::chrono::milliseconds(100);
-    while (!batch.empty() && !publish_round(batch)) {
+    publish_round(batch);
+    while (!batch.empty()) {
       if (counters_.publish_failures.fetch_add(1, std::memory_order_relaxed) % 10 == 0)
         log()->warn("publishing {} invocations failed (NATS down?); retrying", batch.size());
-      std::unique_lock lock(mutex_);
-      if (cv_.wait_for(lock, backoff, [this] { return stop_; })) {
-        log()->warn("stopping with {} invocations not published", batch.size());
-        return;
+      {
+        std::unique_lock lock(mutex_);
+        if (cv_.wait_for(lock, backoff, [this] { return stop_; })) {
+          log()->warn("stopping with {} invocations not published", batch.size());
+          return;
+        }
       }
       backoff = std::min(backoff * 2, opts_.max_backoff);
+      publish_round(batch);
     }
   }
 }
@@ -95,39 +109,57 @@ std::vector<publisher::invocation> publisher::prepare(std::vector<file_event> ev
   return out;
 }
 
-bool publisher::publish_round(const std::vector<invocation>& batch) {
+publisher::outcome publisher::publish(const invocation& inv, bool async) {
+  broker::invocation_request req;
+  req.invocation_id = inv.id;
+  req.tenant = opts_.tenant;
+  req.function = inv.function;
+  req.payload = {reinterpret_cast<const uint8_t*>(inv.payload.data()), inv.payload.size()};
+  req.trigger = proto::Trigger::file;
+  req.source = inv.path;
+  auto published = invoker_.invoke(req, async);
+  if (published) {
+    counters_.publishes.fetch_add(1, std::memory_order_relaxed);
+    return outcome::sent;
+  }
+  const auto ec = published.error();
+  if (ec == errc::not_found) return outcome::dropped;  // the function was removed since
+  if (ec == errc::too_large || ec == errc::invalid_argument) {
+    log()->warn("{}: not delivered to {}: {}", inv.path, inv.function, ec.message());
+    return outcome::dropped;  // would fail again
+  }
+  log()->debug("publish to {} failed: {}", inv.function, ec.message());
+  return outcome::failed;
+}
+
+void publisher::publish_round(std::vector<invocation>& todo) {
   const uint64_t failures_before = broker::connection::async_publish_failures();
-  size_t sent = 0;
-  for (const auto& inv : batch) {
-    broker::invocation_request req;
-    req.invocation_id = inv.id;
-    req.tenant = opts_.tenant;
-    req.function = inv.function;
-    req.payload = {reinterpret_cast<const uint8_t*>(inv.payload.data()), inv.payload.size()};
-    req.trigger = proto::Trigger::file;
-    req.source = inv.path;
-    auto published = invoker_.invoke(req, /*async_publish=*/true);
-    if (published) {
-      ++sent;
-      continue;
+  std::vector<outcome> out(todo.size(), outcome::failed);
+  for (size_t i = 0; i < todo.size(); ++i)
+    if ((out[i] = publish(todo[i], /*async=*/true)) == outcome::failed) break;  // NATS down
+  (void)conn_.js_publish_async_complete(opts_.ack_wait);
+  // Sent and not pending: acked, or refused by the stream (counted in async_publish_failures;
+  // nats.c does not say which message). Then a synchronous publish tells which: a copy
+  // stored moments ago is still within the duplicate window, so it is not stored twice.
+  const std::set<std::string> pending = take_pending(conn_);
+  const bool refused = broker::connection::async_publish_failures() != failures_before;
+  std::vector<invocation> left;
+  uint64_t acked = 0;
+  bool nats_up = true;
+  for (size_t i = 0; i < todo.size(); ++i) {
+    if (out[i] == outcome::dropped) continue;
+    bool unacked = out[i] == outcome::failed || pending.contains(todo[i].id);
+    if (!unacked && refused) {  // asked again while NATS answers
+      nats_up = nats_up && publish(todo[i], /*async=*/false) != outcome::failed;
+      unacked = !nats_up;
     }
-    const auto ec = published.error();
-    if (ec == errc::not_found) continue;  // the function was removed since
-    if (ec == errc::too_large || ec == errc::invalid_argument) {
-      log()->warn("{}: not delivered to {}: {}", inv.path, inv.function, ec.message());
-      continue;  // would fail again
-    }
-    log()->debug("publish to {} failed: {}", inv.function, ec.message());
-    drop_pending(conn_);
-    return false;
+    if (unacked)
+      left.push_back(std::move(todo[i]));
+    else
+      ++acked;
   }
-  const auto acked = conn_.js_publish_async_complete(opts_.ack_wait);
-  if (!acked || broker::connection::async_publish_failures() != failures_before) {
-    drop_pending(conn_);
-    return false;
-  }
-  counters_.invocations.fetch_add(sent, std::memory_order_relaxed);
-  return true;
+  counters_.invocations.fetch_add(acked, std::memory_order_relaxed);
+  todo = std::move(left);
 }
 
 }  // namespace fnmesh::fswatch

@@ -2,9 +2,9 @@
 // publisher: the NATS side of the fswatch adapter. Owns a queue of file events and one
 // thread that takes them in batches, reads and hashes each file, builds one invocation per
 // subscribed function and publishes the batch asynchronously, then waits for the stream's
-// acks; a batch that is not fully acked (NATS down, restarting) is published again with the
-// same ids after a backoff, so JetStream's duplicate window keeps one copy. push() and
-// stop() may be called from any thread.
+// acks. What is not acked (NATS down, restarting) is published again with the same ids
+// after a backoff, so JetStream's duplicate window keeps one copy; an invocation once acked
+// is never published again. push() and stop() may be called from any thread.
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -48,9 +48,13 @@ class publisher {
     std::string path;
   };
 
+  enum class outcome { sent, dropped, failed };  // dropped: would never be delivered
+
   void run();
   std::vector<invocation> prepare(std::vector<file_event> events);
-  bool publish_round(const std::vector<invocation>& batch);  // true: every one acked
+  // Publishes `todo` and keeps in it only what the stream did not ack.
+  void publish_round(std::vector<invocation>& todo);
+  outcome publish(const invocation& inv, bool async);
 
   broker::connection& conn_;
   broker::invoker& invoker_;

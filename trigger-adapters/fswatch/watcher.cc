@@ -152,7 +152,7 @@ void watcher::read_events() {
       }
       auto folders = folders_of_.find(ev->wd);
       if (folders == folders_of_.end() || ev->len == 0) continue;
-      const auto kind = tracker_.on_event(ev->wd, ev->name, ev->mask);
+      const auto kind = tracker_.on_event(ev->wd, ev->name, ev->mask, event_tracker::clock::now());
       if (!kind) continue;
       for (const auto& folder : folders->second) {
         counters_.count(*kind);

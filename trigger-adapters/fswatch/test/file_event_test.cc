@@ -16,41 +16,61 @@
 namespace fnmesh::fswatch {
 namespace {
 
+using namespace std::chrono_literals;
+const event_tracker::clock::time_point t0{};  // the times the tracker is given
+
 TEST(event_tracker, a_created_file_is_reported_once_when_closed_after_writing) {
   event_tracker t;
-  EXPECT_EQ(t.on_event(1, "a.csv", IN_CREATE), std::nullopt);
-  EXPECT_EQ(t.on_event(1, "a.csv", IN_CLOSE_WRITE), event_kind::created);
-  EXPECT_EQ(t.on_event(1, "a.csv", IN_CLOSE_WRITE), event_kind::modified);  // rewritten later
+  EXPECT_EQ(t.on_event(1, "a.csv", IN_CREATE, t0), std::nullopt);
+  EXPECT_EQ(t.on_event(1, "a.csv", IN_CLOSE_WRITE, t0), event_kind::created);
+  EXPECT_EQ(t.on_event(1, "a.csv", IN_CLOSE_WRITE, t0), event_kind::modified);  // rewritten later
 }
 
 TEST(event_tracker, a_file_rewritten_without_create_is_modified_and_moved_in_is_moved_in) {
   event_tracker t;
-  EXPECT_EQ(t.on_event(1, "old", IN_CLOSE_WRITE), event_kind::modified);
-  EXPECT_EQ(t.on_event(1, "in", IN_MOVED_TO), event_kind::moved_in);
+  EXPECT_EQ(t.on_event(1, "old", IN_CLOSE_WRITE, t0), event_kind::modified);
+  EXPECT_EQ(t.on_event(1, "in", IN_MOVED_TO, t0), event_kind::moved_in);
   // Written as a temporary file, then renamed into place: the rename is what is reported.
-  EXPECT_EQ(t.on_event(1, "x.tmp", IN_CREATE), std::nullopt);
-  EXPECT_EQ(t.on_event(1, "x.tmp", IN_MOVED_FROM), std::nullopt);
-  EXPECT_EQ(t.on_event(1, "x", IN_MOVED_TO), event_kind::moved_in);
+  EXPECT_EQ(t.on_event(1, "x.tmp", IN_CREATE, t0), std::nullopt);
+  EXPECT_EQ(t.on_event(1, "x.tmp", IN_MOVED_FROM, t0), std::nullopt);
+  EXPECT_EQ(t.on_event(1, "x", IN_MOVED_TO, t0), event_kind::moved_in);
 }
 
 TEST(event_tracker, directories_are_not_reported) {
   event_tracker t;
-  EXPECT_EQ(t.on_event(1, "d", IN_CREATE | IN_ISDIR), std::nullopt);
-  EXPECT_EQ(t.on_event(1, "d", IN_MOVED_TO | IN_ISDIR), std::nullopt);
+  EXPECT_EQ(t.on_event(1, "d", IN_CREATE | IN_ISDIR, t0), std::nullopt);
+  EXPECT_EQ(t.on_event(1, "d", IN_MOVED_TO | IN_ISDIR, t0), std::nullopt);
 }
 
 TEST(event_tracker, creates_are_kept_per_watch_and_forgotten_with_it) {
   event_tracker t;
-  t.on_event(1, "a", IN_CREATE);
-  EXPECT_EQ(t.on_event(2, "a", IN_CLOSE_WRITE), event_kind::modified);  // another folder
-  t.on_event(2, "b", IN_CREATE);
+  t.on_event(1, "a", IN_CREATE, t0);
+  EXPECT_EQ(t.on_event(2, "a", IN_CLOSE_WRITE, t0), event_kind::modified);  // another folder
+  t.on_event(2, "b", IN_CREATE, t0);
   t.forget(2);
-  EXPECT_EQ(t.on_event(2, "b", IN_CLOSE_WRITE), event_kind::modified);
-  EXPECT_EQ(t.on_event(1, "a", IN_CLOSE_WRITE), event_kind::created);
+  EXPECT_EQ(t.on_event(2, "b", IN_CLOSE_WRITE, t0), event_kind::modified);
+  EXPECT_EQ(t.on_event(1, "a", IN_CLOSE_WRITE, t0), event_kind::created);
   // A created file deleted before it was closed is forgotten.
-  t.on_event(1, "gone", IN_CREATE);
-  t.on_event(1, "gone", IN_DELETE);
-  EXPECT_EQ(t.on_event(1, "gone", IN_CLOSE_WRITE), event_kind::modified);
+  t.on_event(1, "gone", IN_CREATE, t0);
+  t.on_event(1, "gone", IN_DELETE, t0);
+  EXPECT_EQ(t.on_event(1, "gone", IN_CLOSE_WRITE, t0), event_kind::modified);
+}
+
+TEST(event_tracker, a_create_never_closed_is_forgotten_after_the_ttl) {
+  event_tracker t;
+  // A hard link or symlink gets IN_CREATE and no close: not kept for ever.
+  t.on_event(1, "link", IN_CREATE, t0);
+  t.on_event(1, "slow", IN_CREATE, t0 + 30min);
+  t.on_event(1, "other", IN_CLOSE_WRITE, t0 + event_tracker::create_ttl - 1s);
+  EXPECT_EQ(t.created(), 2u);
+  // Swept at most create_ttl / 6 after it expired.
+  const auto later = t0 + event_tracker::create_ttl * 7 / 6 + 1s;
+  t.on_event(1, "other", IN_CLOSE_WRITE, later);
+  EXPECT_EQ(t.created(), 1u);
+  // A later rewrite of the link's target is a modification, not a creation.
+  EXPECT_EQ(t.on_event(1, "link", IN_CLOSE_WRITE, later), event_kind::modified);
+  EXPECT_EQ(t.on_event(1, "slow", IN_CLOSE_WRITE, later), event_kind::created);
+  EXPECT_EQ(t.created(), 0u);
 }
 
 TEST(read_file, gives_size_sha256_and_mtime_of_the_content) {
