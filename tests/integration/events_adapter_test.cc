@@ -1,7 +1,8 @@
 // fnmesh-events as a user meets it: the real binary against a real nats-server. Events
 // published on fnmesh.events.<subject> must invoke each subscribed function exactly once,
-// with two adapters running, across adapter kills and nats-server restarts, and whoever
-// publishes them (here also the npm package `nats`).
+// with two adapters running, across adapter kills and nats-server restarts, when one
+// subscriber's invocation cannot be stored for a while, and whoever publishes them (here
+// also the npm package `nats`).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@
 
 #include "broker/client/connection.h"
 #include "broker/client/event_id.h"
+#include "broker/client/invoker.h"
 #include "broker/client/subjects.h"
 #include "broker/client/topology.h"
 #include "flatbuffers/proto.h"
@@ -343,6 +345,71 @@ TEST_F(events_adapter_binary, adapter_killed_and_nats_restarted_mid_stream_no_ev
               (long long)counter(page, "fnmesh_events_retried_total"),
               (long long)counter(page, "fnmesh_events_fetch_failures_total"));
   EXPECT_EQ(survivor.stop(10s), 0) << survivor.log_text();
+}
+
+// One subscriber's invocation cannot be stored (its subject is full) while the others'
+// are, so the event comes back every second. FNMESH_INVOKE's duplicate window is cut to
+// 100 ms, as if each redelivery came after a NATS outage longer than the real 2 minutes:
+// the subscribers stored the first time must still get the event once, and the blocked
+// one gets it once it can.
+TEST_F(events_adapter_binary, a_redelivered_event_republishes_only_the_subscribers_not_yet_stored) {
+  deploy("blocked", {"orders.*"});
+  broker::invoker invoker(*conn_, nullptr);
+  broker::invocation_request plug_request;
+  plug_request.function = "blocked";
+  auto plug = invoker.invoke(plug_request);
+  ASSERT_TRUE(plug) << plug.error().message();
+
+  jsStreamInfo* info = nullptr;
+  ASSERT_EQ(js_GetStreamInfo(&info, conn_->js(), broker::invoke_stream.data(), nullptr, nullptr),
+            NATS_OK);
+  info->Config->MaxMsgsPerSubject = 1;  // "blocked" holds its plug: the stream refuses more
+  info->Config->Discard = js_DiscardNew;
+  info->Config->DiscardNewPerSubject = true;
+  info->Config->Duplicates = std::chrono::nanoseconds(100ms).count();
+  jsStreamInfo* updated = nullptr;
+  jsErrCode jerr{};
+  const natsStatus s = js_UpdateStream(&updated, conn_->js(), info->Config, nullptr, &jerr);
+  jsStreamInfo_Destroy(updated);
+  jsStreamInfo_Destroy(info);
+  ASSERT_EQ(s, NATS_OK) << nats_GetLastError(nullptr) << " (js error " << int(jerr) << ")";
+
+  auto adapter = start_adapter("blocked.log");
+  const auto event = publish_event("orders.created", R"({"id":9})");
+  // Meanwhile the nodes of the others run what they get, so their subjects have room.
+  std::map<std::string, std::vector<std::string>> got;
+  auto take = [&](const std::string& fn) {
+    for (auto& id : queue(fn).drain_ids(500ms)) got[fn].push_back(std::move(id));
+  };
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        take("one-level");
+        take("all-orders");
+        return counter(scrape(adapter), "fnmesh_events_retried_total") >= 3;
+      },
+      15s))
+      << adapter.log_text();
+
+  // The plug goes; the next redelivery stores the blocked invocation and acks the event.
+  EXPECT_TRUE(test::eventually(
+      [&] {
+        for (const char* fn : {"blocked", "one-level", "all-orders"}) take(fn);
+        return counter(scrape(adapter), "fnmesh_events_events_total") == 1;
+      },
+      10s))
+      << adapter.log_text();
+  for (const char* fn : {"blocked", "one-level", "all-orders"}) take(fn);
+  EXPECT_EQ(got["blocked"],
+            (std::vector<std::string>{plug->invocation_id, expected_id(event, "blocked")}));
+  for (const char* fn : {"one-level", "all-orders"})
+    EXPECT_EQ(got[fn], std::vector<std::string>{expected_id(event, fn)}) << fn;
+
+  const std::string page = scrape(adapter);
+  EXPECT_EQ(counter(page, "fnmesh_events_invocations_total"), 3) << page;
+  // Each redelivery skipped the two subscribers already stored.
+  EXPECT_EQ(counter(page, "fnmesh_events_already_stored_total"),
+            2 * counter(page, "fnmesh_events_retried_total")) << page;
+  EXPECT_EQ(adapter.stop(10s), 0) << adapter.log_text();
 }
 
 TEST_F(events_adapter_binary, events_from_the_npm_nats_client_reach_subscribers_intact) {

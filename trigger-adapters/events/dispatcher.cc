@@ -91,7 +91,8 @@ result<std::unique_ptr<dispatcher>> dispatcher::open(broker::connection& conn,
                                                      broker::function_registry& registry,
                                                      broker::invoker& invoker,
                                                      dispatcher_options opts) {
-  if (!broker::valid_name(opts.tenant)) return fail(make_error_code(errc::invalid_argument));
+  if (!broker::valid_name(opts.tenant) || opts.remembered_events == 0)
+    return fail(make_error_code(errc::invalid_argument));
   const std::string durable = durable_name(opts.tenant);
   if (auto ok = ensure_consumer(conn, durable, opts.ack_wait); !ok) return fail(ok.error());
 
@@ -138,10 +139,12 @@ void dispatcher::run() {
       continue;
     }
     failures = 0;
+    std::vector<uint64_t> acked;
     for (int i = 0; i < batch.list.Count; ++i) {
       natsMsg* msg = batch.list.Msgs[i];
-      if (dispatch(msg)) {
-        natsMsg_Ack(msg, nullptr);
+      const auto d = dispatch(msg);
+      if (d.ack) {
+        if (natsMsg_Ack(msg, nullptr) == NATS_OK) acked.push_back(d.seq);
         counters_.events.fetch_add(1, std::memory_order_relaxed);
       } else {
         natsMsg_NakWithDelay(msg, 1000, nullptr);
@@ -149,9 +152,13 @@ void dispatcher::run() {
       }
     }
     // The acks are on their way; make sure the server has them before the next fetch so
-    // that a restart right after does not see these events again.
-    if (auto ok = conn_.flush(); !ok)
+    // that a restart right after does not see these events again. Until it has, a
+    // redelivery must still find what is stored.
+    if (auto ok = conn_.flush(); !ok) {
       log()->warn("flush after acks failed: {}", ok.error().message());
+      continue;
+    }
+    for (uint64_t seq : acked) stored_.forget(seq);
   }
   log()->info("stopped: {} events, {} invocations, {} unmatched, {} refused, {} retried",
               counters_.events.load(), counters_.invocations.load(), counters_.unmatched.load(),
@@ -169,6 +176,9 @@ std::string dispatcher::metrics() const {
   counter("events", "Events handled and acked (unmatched ones included).", counters_.events);
   counter("invocations", "Invocations published, one per event per subscribed function.",
           counters_.invocations);
+  counter("already_stored",
+          "Invocations a redelivered event did not publish again: stored the first time.",
+          counters_.already_stored);
   counter("unmatched", "Events no function of the tenant subscribes to.", counters_.unmatched);
   counter("refused", "Invocations refused for good (payload too large, function gone).",
           counters_.refused);
@@ -180,16 +190,16 @@ std::string dispatcher::metrics() const {
   return out;
 }
 
-bool dispatcher::dispatch(natsMsg* msg) {
+dispatcher::dispatched dispatcher::dispatch(natsMsg* msg) {
   std::string_view subject = natsMsg_GetSubject(msg);
-  if (!subject.starts_with(events_prefix)) return true;  // outside our filter: nothing to do
+  if (!subject.starts_with(events_prefix)) return {.ack = true};  // outside our filter
   const std::string_view event = subject.substr(events_prefix.size());
 
   metadata md;
   if (natsMsg_GetMetaData(&md.meta, msg) != NATS_OK) {
     counters_.malformed.fetch_add(1, std::memory_order_relaxed);
     log()->warn("event on {} has no JetStream metadata; dropped", subject);
-    return true;
+    return {.ack = true};
   }
   const uint64_t seq = md.meta->Sequence.Stream;
   const int64_t stored_ns = md.meta->Timestamp;
@@ -198,7 +208,7 @@ bool dispatcher::dispatch(natsMsg* msg) {
   if (fns.empty()) {
     counters_.unmatched.fetch_add(1, std::memory_order_relaxed);
     log()->debug("event #{} on {}: no subscriber", seq, subject);
-    return true;
+    return {.ack = true, .seq = seq};
   }
 
   const char* content_type = nullptr;
@@ -214,8 +224,13 @@ bool dispatcher::dispatch(natsMsg* msg) {
     broker::invocation_request req;
     req.tenant = opts_.tenant;
     req.function = std::string(proto::view(spec.name()));
-    req.invocation_id =
-        broker::event_invocation_id(stored_ns, seq, broker::function_key(req.tenant, req.function));
+    const std::string key = broker::function_key(req.tenant, req.function);
+    if (stored_.contains(seq, key)) {
+      counters_.already_stored.fetch_add(1, std::memory_order_relaxed);
+      log()->debug("event #{} on {} -> {}: already stored", seq, subject, req.function);
+      continue;
+    }
+    req.invocation_id = broker::event_invocation_id(stored_ns, seq, key);
     req.payload = payload;
     req.content_type = content_type;
     req.trigger = proto::Trigger::event;
@@ -223,6 +238,7 @@ bool dispatcher::dispatch(natsMsg* msg) {
     // Waits for the stream's ack: the event is acked only once every invocation is stored.
     auto published = invoker_.invoke(req, /*async_publish=*/false);
     if (published) {
+      stored_.add(seq, key);
       counters_.invocations.fetch_add(1, std::memory_order_relaxed);
       log()->debug("event #{} on {} -> {} ({})", seq, subject, req.function,
                    published->invocation_id);
@@ -239,7 +255,7 @@ bool dispatcher::dispatch(natsMsg* msg) {
                 req.function, ec.message());
     all_done = false;
   }
-  return all_done;
+  return {.ack = all_done, .seq = seq};
 }
 
 }  // namespace fnmesh::events_adapter

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   CLI::App app{"fnmesh-events: invokes the functions subscribed to events on fnmesh.events.>"};
   adapter::daemon_options opts{.name = "fnmesh-events"};
   adapter::add_options(app, opts);
+  adapter::add_metrics_option(app, opts);
   events::dispatcher_options dopts;
   int ack_wait_s = int(dopts.ack_wait.count());
   app.add_option("--batch", dopts.batch, "events fetched at once")
