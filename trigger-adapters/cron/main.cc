@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
       "fnmesh-cron: invokes functions on the cron schedules of their specs (times in UTC)"};
   adapter::daemon_options opts{.name = "fnmesh-cron"};
   adapter::add_options(app, opts);
+  adapter::add_metrics_option(app, opts);
   return adapter::run_main(app, opts, argc, argv, [&] {
     // Before the daemon: its registry, /metrics and signal threads use the scheduler until
     // they are gone.

@@ -25,10 +25,13 @@ void add_options(CLI::App& app, daemon_options& opts) {
   app.add_option("--nats", opts.nats, "NATS server URL(s), comma-separated")->capture_default_str();
   app.add_option("--tenant", opts.tenant, "the tenant whose functions this adapter invokes")
       ->capture_default_str();
+  app.add_option("--log-level", opts.log_level, "trace|debug|info|warn|error|off")
+      ->capture_default_str();
+}
+
+void add_metrics_option(CLI::App& app, daemon_options& opts) {
   app.add_option("--metrics-listen", opts.metrics_listen,
                  "host:port for Prometheus /metrics (port 0: any free port, logged at start)")
-      ->capture_default_str();
-  app.add_option("--log-level", opts.log_level, "trace|debug|info|warn|error|off")
       ->capture_default_str();
 }
 

@@ -2,7 +2,8 @@
 // adapter_daemon: what every trigger adapter process shares (DESIGN §10): the common
 // flags (--nats, --tenant, --metrics-listen, --log-level, --config), the NATS connection
 // (which reconnects by itself), the function registry, the invoker, /metrics, and the
-// wait for SIGTERM/SIGINT. Built once in main(); its accessors are thread-safe.
+// wait for SIGTERM/SIGINT. Built once in main(); its accessors are thread-safe. Every
+// adapter's main() is run_main() around one.
 #include <CLI/CLI.hpp>
 
 #include <atomic>
@@ -27,8 +28,11 @@ struct daemon_options {
   std::string log_level = "info";
 };
 
-// Adds the common flags to `app` (which keeps a reference to `opts`).
+// Adds the common flags to `app` (which keeps a reference to `opts`): --config, --nats,
+// --tenant, --log-level; and --metrics-listen for adapters that serve /metrics apart
+// (the http adapter serves it on its own port).
 void add_options(CLI::App& app, daemon_options& opts);
+void add_metrics_option(CLI::App& app, daemon_options& opts);
 
 class daemon {
  public:

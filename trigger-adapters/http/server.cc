@@ -299,7 +299,6 @@ struct server_state {
   broker::invoker& invoker;
   asio::io_context ioc{1};
   tcp::acceptor acceptor{ioc};
-  asio::signal_set signals{ioc, SIGTERM, SIGINT};
   asio::steady_timer drain_timer{ioc};
   std::unique_ptr<broker::reply_router> router;
   asio::posix::stream_descriptor router_fd{ioc};  // a dup of the ROUTER's ZMQ_FD
@@ -766,7 +765,6 @@ void detail::server_state::begin_drain() {
   draining = true;
   beast::error_code ec;
   acceptor.close(ec);
-  signals.cancel(ec);
   log()->info("stopping: {} sync calls still waiting, {} async calls publishing, {} callbacks "
               "sending, {} callbacks waiting for a result (not sent if it comes later)",
               waiting.size(), publishing, callbacks.in_progress(), awaiting_callback.size());
@@ -803,12 +801,11 @@ std::string server::listening() const {
 const std::string& server::reply_endpoint() const { return impl_->reply_endpoint; }
 
 void server::run() {
-  impl_->signals.async_wait([this](beast::error_code ec, int) {
-    if (!ec) impl_->begin_drain();
-  });
   impl_->accept();
   impl_->read_results();
-  log()->info("listening on http://{} (tenant {}), results on {}", listening(), impl_->opts.tenant,
+  log()->info("listening on http://{} ({}), results on {}", listening(),
+              impl_->opts.keys ? "each caller's tenant from its API key"
+                               : "no API keys: every caller is tenant " + impl_->opts.tenant,
               impl_->reply_endpoint);
   impl_->ioc.run();
 }

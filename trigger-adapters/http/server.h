@@ -50,8 +50,8 @@ class server {
   std::string listening() const;           // host:port actually bound
   const std::string& reply_endpoint() const;
 
-  // Serves until SIGTERM/SIGINT or stop(): stops accepting, lets waiting sync calls
-  // finish (up to opts.drain), then returns.
+  // Serves until stop(): then stops accepting, lets waiting sync calls finish (up to
+  // opts.drain), then returns.
   void run();
   void stop();  // thread-safe
 
