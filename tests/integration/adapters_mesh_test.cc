@@ -86,11 +86,15 @@ TEST_F(adapters_mesh, a_cron_schedule_and_a_dropped_file_run_their_functions) {
                         "def handle(event, ctx):\n    return event['tick']\n"));
   deploy(write_function("on-file", "    triggers: {files: ['" + inbox.string() + "']}\n",
                         "def handle(event, ctx):\n    return event['sha256']\n"));
-  // Two copies of each: still once per tick and once per file.
-  for (int copy = 0; copy < 2; ++copy) {
-    start_adapter("fnmesh-cron", {});
-    start_adapter("fnmesh-fswatch", {});
-  }
+  // Two copies of each: still once per tick and once per file. One cron copy takes its
+  // options from a config file, as a daemon under a service manager would.
+  std::ofstream(dir_ / "cron.toml") << "nats = \"" << nats_->url() << "\"\nlog-level = \"debug\"\n"
+                                    << "metrics-listen = \"127.0.0.1:0\"\n";
+  adapters_.push_back(child_process::spawn({.program = bin("fnmesh-cron"),
+                                            .args = {"--config", (dir_ / "cron.toml").string()},
+                                            .log = dir_ / "fnmesh-cron-config.log"}));
+  start_adapter("fnmesh-cron", {});
+  for (int copy = 0; copy < 2; ++copy) start_adapter("fnmesh-fswatch", {});
   for (auto& a : adapters_) ASSERT_TRUE(a.wait_for_log("metrics at", 10s)) << a.log_text();
 
   std::ofstream(inbox / "report.csv") << "a,b\n1,2\n";
