@@ -168,6 +168,9 @@ result<void> connection::publish(std::string_view subject, std::span<const uint8
 
 result<void> connection::js_publish(std::string_view subject, std::span<const uint8_t> data,
                                     std::string_view msg_id) {
+  // Disconnected, the message would wait in nats.c's buffer and the caller for an ack
+  // that cannot come: fail at once and let the caller retry.
+  if (!connected()) return fail(errc::unavailable);
   std::string subj(subject), id(msg_id);
   jsPubOptions po;
   jsPubOptions_Init(&po);
@@ -187,7 +190,7 @@ result<void> connection::js_publish_async(std::string_view subject,
                                           std::span<const uint8_t> data,
                                           std::string_view msg_id) {
   // While reconnecting, acks pile up until nats.c stalls the caller: fail at once instead.
-  if (natsConnection_Status(nc_) != NATS_CONN_STATUS_CONNECTED) return fail(errc::unavailable);
+  if (!connected()) return fail(errc::unavailable);
   std::string subj(subject), id(msg_id);
   jsPubOptions po;
   jsPubOptions_Init(&po);
@@ -195,6 +198,10 @@ result<void> connection::js_publish_async(std::string_view subject,
   natsStatus s = js_PublishAsync(js_, subj.c_str(), data.data(), int(data.size()), &po);
   if (s != NATS_OK) return fail(make_nats_error(s));
   return {};
+}
+
+bool connection::connected() const noexcept {
+  return natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED;
 }
 
 uint64_t connection::async_publish_failures() noexcept {

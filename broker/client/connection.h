@@ -36,11 +36,13 @@ class connection {
 
   // Core NATS publish (no acknowledgement).
   result<void> publish(std::string_view subject, std::span<const uint8_t> data);
+  // JetStream publishes fail at once with errc::unavailable while the connection is down
+  // (nats.c reconnects by itself); they never wait for an ack that cannot come.
+  bool connected() const noexcept;
   // JetStream publish, waits for the stream's ack. msg_id sets Nats-Msg-Id (dedup).
   result<void> js_publish(std::string_view subject, std::span<const uint8_t> data,
                           std::string_view msg_id);
-  // JetStream publish without waiting; a failed publish is logged and counted. While the
-  // connection is down it fails at once with errc::unavailable (it never blocks).
+  // JetStream publish without waiting; a failed publish is logged and counted.
   result<void> js_publish_async(std::string_view subject, std::span<const uint8_t> data,
                                 std::string_view msg_id);
   // Async publishes that failed (server error or no ack in time), process-wide, for /metrics.

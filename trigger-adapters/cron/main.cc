@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
     fnmesh::logger("cron")->info("following {} schedules of tenant {}", scheduler.schedules(),
                                  opts.tenant);
     scheduler.run([&](const fnmesh::cron::tick& t) {
-      return fnmesh::cron::publish(d.conn(), d.invoker(), opts.tenant, t);
+      return fnmesh::cron::publish(d.invoker(), opts.tenant, t);
     });
     return 0;
   });

@@ -12,7 +12,6 @@
 #include <string_view>
 #include <vector>
 
-#include "broker/client/connection.h"
 #include "broker/client/function_registry.h"
 #include "broker/client/invoker.h"
 #include "common/result.h"
@@ -36,8 +35,7 @@ std::string invocation_id(std::string_view tenant, const tick& t);
 std::string payload(const tick& t);
 // Publishes the tick's async invocation (trigger cron, source = the expression) and waits
 // for the stream's ack; errc::unavailable at once while the connection is down.
-result<void> publish(broker::connection& conn, broker::invoker& invoker, std::string_view tenant,
-                     const tick& t);
+result<void> publish(broker::invoker& invoker, std::string_view tenant, const tick& t);
 
 class scheduler {
  public:
