@@ -18,6 +18,7 @@
 #include "broker/client/topology.h"
 #include "common/unique_fd.h"
 #include "flatbuffers/proto.h"
+#include "tests/support/bootstrapped_nats.h"
 #include "tests/support/child_process.h"
 #include "tests/support/function_spec.h"
 #include "tests/support/invocation_queue.h"
@@ -81,16 +82,8 @@ std::vector<tick_seen> pull_until(test::invocation_queue& queue, Pred enough,
   return seen;
 }
 
-class cron_adapter : public ::testing::Test {
+class cron_adapter : public test::bootstrapped_nats {
  protected:
-  void SetUp() override {
-    nats_ = std::make_unique<test::nats_server>();
-    auto c = broker::connection::connect({.urls = nats_->url(), .name = "cron-adapter-test"});
-    ASSERT_TRUE(c) << c.error().message();
-    conn_ = std::move(*c);
-    ASSERT_TRUE(broker::bootstrap(*conn_));
-  }
-
   void deploy(const std::string& name, std::vector<std::string> cron) {
     ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = name,
                                                              .runtime = proto::Runtime::exec,
@@ -109,8 +102,6 @@ class cron_adapter : public ::testing::Test {
   }
 
   test::temp_dir dir_{"cron-adapter"};
-  std::unique_ptr<test::nats_server> nats_;
-  std::unique_ptr<broker::connection> conn_;
 };
 
 TEST_F(cron_adapter, two_adapters_publish_each_tick_exactly_once) {

@@ -23,6 +23,7 @@
 #include "broker/client/subjects.h"
 #include "broker/client/topology.h"
 #include "flatbuffers/proto.h"
+#include "tests/support/bootstrapped_nats.h"
 #include "tests/support/child_process.h"
 #include "tests/support/eventually.h"
 #include "tests/support/function_spec.h"
@@ -57,14 +58,11 @@ int64_t counter(const std::string& page, const std::string& name) {
   return std::stoll(m[2]);
 }
 
-class events_adapter_binary : public ::testing::Test {
+class events_adapter_binary : public test::bootstrapped_nats {
  protected:
   void SetUp() override {
-    nats_ = std::make_unique<test::nats_server>();
-    auto c = broker::connection::connect({.urls = nats_->url(), .name = "events-adapter-test"});
-    ASSERT_TRUE(c) << c.error().message();
-    conn_ = std::move(*c);
-    ASSERT_TRUE(broker::bootstrap(*conn_));
+    bootstrapped_nats::SetUp();
+    if (HasFatalFailure()) return;
     deploy("one-level", {"orders.*"});
     deploy("all-orders", {"payments.*", "orders.>"});
     deploy("payments", {"payments.*"});
@@ -155,8 +153,6 @@ class events_adapter_binary : public ::testing::Test {
   }
 
   test::temp_dir dir_{"events-adapter"};
-  std::unique_ptr<test::nats_server> nats_;
-  std::unique_ptr<broker::connection> conn_;
   std::map<std::string, std::unique_ptr<test::invocation_queue>> queues_;
   int scrapes_ = 0;
 };

@@ -25,6 +25,7 @@
 #include "broker/client/topology.h"
 #include "common/unique_fd.h"
 #include "flatbuffers/proto.h"
+#include "tests/support/bootstrapped_nats.h"
 #include "tests/support/child_process.h"
 #include "tests/support/eventually.h"
 #include "tests/support/function_spec.h"
@@ -105,16 +106,8 @@ void set_invoke_subjects(broker::connection& c, const char* subject) {
   ASSERT_EQ(s, NATS_OK) << natsStatus_GetText(s) << " js error " << int(jerr);
 }
 
-class fswatch_adapter : public ::testing::Test {
+class fswatch_adapter : public test::bootstrapped_nats {
  protected:
-  void SetUp() override {
-    nats_ = std::make_unique<test::nats_server>();
-    auto c = broker::connection::connect({.urls = nats_->url(), .name = "fswatch-test"});
-    ASSERT_TRUE(c) << c.error().message();
-    conn_ = std::move(*c);
-    ASSERT_TRUE(broker::bootstrap(*conn_));
-  }
-
   fs::path folder(const std::string& name) {
     fs::create_directories(dir_ / name);
     return dir_ / name;
@@ -139,8 +132,6 @@ class fswatch_adapter : public ::testing::Test {
   }
 
   test::temp_dir dir_{"fswatch-adapter"};
-  std::unique_ptr<test::nats_server> nats_;
-  std::unique_ptr<broker::connection> conn_;
 };
 
 TEST_F(fswatch_adapter, a_file_is_reported_once_after_close_and_a_move_in_as_moved_in) {

@@ -25,6 +25,7 @@
 #include "common/ulid.h"
 #include "common/unique_fd.h"
 #include "flatbuffers/proto.h"
+#include "tests/support/bootstrapped_nats.h"
 #include "tests/support/child_process.h"
 #include "tests/support/function_spec.h"
 #include "tests/support/http_exchange.h"
@@ -49,14 +50,11 @@ std::string read_file(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
-class http_adapter : public ::testing::Test {
+class http_adapter : public test::bootstrapped_nats {
  protected:
   void SetUp() override {
-    nats_ = std::make_unique<test::nats_server>();
-    auto c = broker::connection::connect({.urls = nats_->url(), .name = "http-adapter-test"});
-    ASSERT_TRUE(c) << c.error().message();
-    conn_ = std::move(*c);
-    ASSERT_TRUE(broker::bootstrap(*conn_));
+    bootstrapped_nats::SetUp();
+    if (HasFatalFailure()) return;
     for (auto [name, timeout] : {std::pair{"echo", 3u}, std::pair{"quick", 1u}})
       ASSERT_TRUE(test::deploy_spec(*conn_, test::encode_spec({.name = name,
                                                                .runtime = proto::Runtime::exec,
@@ -171,8 +169,6 @@ class http_adapter : public ::testing::Test {
   }
 
   test::temp_dir dir_{"http-adapter"};
-  std::unique_ptr<test::nats_server> nats_;
-  std::unique_ptr<broker::connection> conn_;
   std::optional<test::child_process> adapter_;
   std::string host_port_;
   int port_ = 0;
