@@ -74,6 +74,18 @@ std::string prometheus_escape(std::string_view value) {
   return out;
 }
 
+void append_metric_header(std::string& out, std::string_view name, std::string_view type,
+                          std::string_view help) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ");
+  out.append(name).append(" ").append(type).append("\n");
+}
+
+void append_metric(std::string& out, std::string_view name, std::string_view type,
+                   std::string_view help, uint64_t value) {
+  append_metric_header(out, name, type, help);
+  out.append(name).append(" ").append(std::to_string(value)).append("\n");
+}
+
 metrics_endpoint::metrics_endpoint(const std::string& listen, std::function<std::string()> render)
     : render_(std::move(render)) {
   const auto fail = [&](const std::string& why) {

@@ -40,4 +40,11 @@ class metrics_endpoint {
 // double quote and line feed escaped.
 std::string prometheus_escape(std::string_view value);
 
+// Prometheus text: a metric's `# HELP` and `# TYPE` lines (its samples follow).
+void append_metric_header(std::string& out, std::string_view name, std::string_view type,
+                          std::string_view help);
+// A metric with one sample and no labels: its header and its value.
+void append_metric(std::string& out, std::string_view name, std::string_view type,
+                   std::string_view help, uint64_t value);
+
 }  // namespace fnmesh

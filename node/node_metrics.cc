@@ -13,18 +13,6 @@ namespace {
 
 constexpr p::Status kill_reasons[] = {p::Status::cpu_limit, p::Status::out_of_memory, p::Status::timeout};
 
-void header(std::string& out, const char* name, const char* type, const char* help) {
-  out += "# HELP ";
-  out += name;
-  out += ' ';
-  out += help;
-  out += "\n# TYPE ";
-  out += name;
-  out += ' ';
-  out += type;
-  out += '\n';
-}
-
 std::string function_labels(const std::string& tenant, const std::string& function) {
   return "tenant=\"" + prometheus_escape(tenant) + "\",function=\"" + prometheus_escape(function) + "\"";
 }
@@ -46,7 +34,7 @@ void node_metrics::count(std::string_view tenant, std::string_view function, p::
 std::string node_metrics::render(uint32_t running) const {
   std::lock_guard lock(mutex_);
   std::string out;
-  header(out, "fnmesh_node_invocations_total", "counter",
+  append_metric_header(out, "fnmesh_node_invocations_total", "counter",
          "Invocations this node completed, by tenant, function and status.");
   for (const auto& [tenant, functions] : functions_)
     for (const auto& [function, c] : functions)
@@ -55,7 +43,7 @@ std::string node_metrics::render(uint32_t running) const {
           out += "fnmesh_node_invocations_total{" + function_labels(tenant, function) + ",status=\"" +
                  p::status_name(p::Status(s)) + "\"} " + std::to_string(c.by_status[s]) + "\n";
 
-  header(out, "fnmesh_node_cpu_seconds_total", "counter",
+  append_metric_header(out, "fnmesh_node_cpu_seconds_total", "counter",
          "CPU time (user + system) of the invocations this node completed, as their Usage bills it.");
   for (const auto& [tenant, functions] : functions_)
     for (const auto& [function, c] : functions) {
@@ -64,7 +52,7 @@ std::string node_metrics::render(uint32_t running) const {
       out += "fnmesh_node_cpu_seconds_total{" + function_labels(tenant, function) + "} " + seconds + "\n";
     }
 
-  header(out, "fnmesh_node_kills_total", "counter",
+  append_metric_header(out, "fnmesh_node_kills_total", "counter",
          "Invocations killed, by reason: over their CPU budget, out of memory, past their timeout.");
   for (const auto reason : kill_reasons) {
     uint64_t n = 0;
@@ -74,11 +62,11 @@ std::string node_metrics::render(uint32_t running) const {
            std::to_string(n) + "\n";
   }
 
-  header(out, "fnmesh_node_running", "gauge", "Invocations running on this node now.");
+  append_metric_header(out, "fnmesh_node_running", "gauge", "Invocations running on this node now.");
   out += "fnmesh_node_running " + std::to_string(running) + "\n";
 
   if (source_) {
-    header(out, "fnmesh_node_accounting_info", "gauge",
+    append_metric_header(out, "fnmesh_node_accounting_info", "gauge",
            "Where the latest Usage's CPU figures came from: bpf (the kernel meter), cgroup or rusage.");
     out += std::string("fnmesh_node_accounting_info{source=\"") + p::EnumNameAccountingSource(*source_) +
            "\"} 1\n";

@@ -70,3 +70,12 @@ TEST(prometheus_escape, escapes_backslash_quote_and_newline_only) {
 }
 
 }  // namespace
+
+TEST(append_metric, writes_help_type_and_the_sample_in_text_format) {
+  std::string out;
+  fnmesh::append_metric(out, "fnmesh_x_total", "counter", "Things done.", 42);
+  fnmesh::append_metric_header(out, "fnmesh_y", "gauge", "Things now.");
+  EXPECT_EQ(out,
+            "# HELP fnmesh_x_total Things done.\n# TYPE fnmesh_x_total counter\nfnmesh_x_total 42\n"
+            "# HELP fnmesh_y Things now.\n# TYPE fnmesh_y gauge\n");
+}

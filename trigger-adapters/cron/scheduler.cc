@@ -1,7 +1,6 @@
 #include "trigger-adapters/cron/scheduler.h"
 
 #include <nlohmann/json.hpp>
-#include <spdlog/fmt/fmt.h>
 
 #include <algorithm>
 #include <ctime>
@@ -10,6 +9,7 @@
 #include "broker/client/subjects.h"
 #include "common/errc.h"
 #include "common/log.h"
+#include "common/metrics_endpoint.h"
 
 namespace fnmesh::cron {
 namespace {
@@ -179,15 +179,12 @@ void scheduler::stop() {
 
 std::string scheduler::metrics() const {
   std::string out;
-  auto one = [&out](std::string_view name, std::string_view type, std::string_view help,
-                    uint64_t value) {
-    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}\n", name, help, type, value);
-  };
-  one("fnmesh_cron_ticks_total", "counter", "Ticks published as invocations.", published_);
-  one("fnmesh_cron_publish_failures_total", "counter",
-      "Failed publishes of a tick (each retry counts).", failures_);
-  one("fnmesh_cron_schedules", "gauge", "Cron expressions followed, over all functions.",
-      schedules_);
+  append_metric(out, "fnmesh_cron_ticks_total", "counter", "Ticks published as invocations.",
+                published_);
+  append_metric(out, "fnmesh_cron_publish_failures_total", "counter",
+                "Failed publishes of a tick (each retry counts).", failures_);
+  append_metric(out, "fnmesh_cron_schedules", "gauge",
+                "Cron expressions followed, over all functions.", schedules_);
   return out;
 }
 

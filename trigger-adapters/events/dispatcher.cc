@@ -4,6 +4,7 @@
 
 #include "common/errc.h"
 #include "common/log.h"
+#include "common/metrics_endpoint.h"
 #include "broker/client/event_id.h"
 
 namespace fnmesh::events_adapter {
@@ -169,9 +170,8 @@ std::string dispatcher::metrics() const {
   std::string out;
   auto counter = [&out](std::string_view name, std::string_view help,
                         const std::atomic<uint64_t>& value) {
-    const std::string metric = "fnmesh_events_" + std::string(name) + "_total";
-    out += "# HELP " + metric + " " + std::string(help) + "\n# TYPE " + metric + " counter\n" +
-           metric + " " + std::to_string(value.load(std::memory_order_relaxed)) + "\n";
+    append_metric(out, "fnmesh_events_" + std::string(name) + "_total", "counter", help,
+                  value.load(std::memory_order_relaxed));
   };
   counter("events", "Events handled and acked (unmatched ones included).", counters_.events);
   counter("invocations", "Invocations published, one per event per subscribed function.",

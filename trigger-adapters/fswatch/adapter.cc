@@ -6,30 +6,28 @@
 
 #include "broker/client/subjects.h"
 #include "common/log.h"
+#include "common/metrics_endpoint.h"
 
 namespace fnmesh::fswatch {
 
 std::string render_metrics(const counters& c) {
-  std::string out =
-      "# HELP fnmesh_fswatch_events_total File events seen in watched folders.\n"
-      "# TYPE fnmesh_fswatch_events_total counter\n";
+  std::string out;
+  append_metric_header(out, "fnmesh_fswatch_events_total", "counter",
+                       "File events seen in watched folders.");
   for (auto k : all_event_kinds)
     out += fmt::format("fnmesh_fswatch_events_total{{event=\"{}\"}} {}\n", name(k),
                        c.events[size_t(k)].load(std::memory_order_relaxed));
-  auto one = [&out](const char* metric, const char* type, const char* help, uint64_t v) {
-    out += fmt::format("# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}\n", metric, help, type, v);
-  };
-  one("fnmesh_fswatch_invocations_total", "counter",
-      "Invocations published and acked by the stream.", c.invocations.load());
-  one("fnmesh_fswatch_publishes_total", "counter",
-      "Invocations handed to NATS, each publish again of an unacked one included.",
-      c.publishes.load());
-  one("fnmesh_fswatch_publish_failures_total", "counter",
-      "Publish rounds that failed and were retried.", c.publish_failures.load());
-  one("fnmesh_fswatch_overflows_total", "counter",
-      "inotify queue overflows (file events lost).", c.overflows.load());
-  one("fnmesh_fswatch_watched_folders", "gauge", "Folders watched now.",
-      c.watched_folders.load());
+  append_metric(out, "fnmesh_fswatch_invocations_total", "counter",
+                "Invocations published and acked by the stream.", c.invocations.load());
+  append_metric(out, "fnmesh_fswatch_publishes_total", "counter",
+                "Invocations handed to NATS, each publish again of an unacked one included.",
+                c.publishes.load());
+  append_metric(out, "fnmesh_fswatch_publish_failures_total", "counter",
+                "Publish rounds that failed and were retried.", c.publish_failures.load());
+  append_metric(out, "fnmesh_fswatch_overflows_total", "counter",
+                "inotify queue overflows (file events lost).", c.overflows.load());
+  append_metric(out, "fnmesh_fswatch_watched_folders", "gauge", "Folders watched now.",
+                c.watched_folders.load());
   return out;
 }
 

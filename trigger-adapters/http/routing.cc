@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/metrics_endpoint.h"
+
 namespace fnmesh::http_adapter {
 namespace {
 
@@ -89,31 +91,25 @@ uint64_t request_metrics::answered_with(int status) const {
 
 std::string request_metrics::render(const adapter_counts& counts) const {
   std::string out;
-  auto metric = [&out](std::string_view name, std::string_view type, std::string_view help,
-                       uint64_t value) {
-    out += "# HELP " + std::string(name) + " " + std::string(help) + "\n# TYPE " +
-           std::string(name) + " " + std::string(type) + "\n" + std::string(name) + " " +
-           std::to_string(value) + "\n";
-  };
-  out += "# HELP fnmesh_http_requests_total HTTP requests answered, by status code.\n";
-  out += "# TYPE fnmesh_http_requests_total counter\n";
+  append_metric_header(out, "fnmesh_http_requests_total", "counter",
+                       "HTTP requests answered, by status code.");
   for (const auto& [code, n] : by_status_)
     out += "fnmesh_http_requests_total{code=\"" + std::to_string(code) + "\"} " +
            std::to_string(n) + "\n";
-  metric("fnmesh_http_results_malformed_total", "counter",
-         "Frames on the reply socket that failed verification (dropped).", counts.malformed_results);
-  metric("fnmesh_http_results_unmatched_total", "counter",
-         "Results for no waiting request (late or unknown).", counts.unmatched_results);
-  metric("fnmesh_http_waiting_requests", "gauge",
-         "Synchronous requests waiting for their result.", counts.waiting);
-  metric("fnmesh_http_callbacks_pending", "gauge",
-         "Async calls whose callback waits for the result.", counts.callbacks_pending);
-  metric("fnmesh_http_callbacks_delivered_total", "counter",
-         "Results POSTed to their X-Callback-Url and answered 2xx.", counts.callbacks_delivered);
-  metric("fnmesh_http_callbacks_failed_total", "counter",
-         "Callbacks given up after every retry.", counts.callbacks_failed);
-  metric("fnmesh_http_callbacks_expired_total", "counter",
-         "Callbacks whose result did not come within the callback wait.", counts.callbacks_expired);
+  append_metric(out, "fnmesh_http_results_malformed_total", "counter",
+                "Frames on the reply socket that failed verification (dropped).", counts.malformed_results);
+  append_metric(out, "fnmesh_http_results_unmatched_total", "counter",
+                "Results for no waiting request (late or unknown).", counts.unmatched_results);
+  append_metric(out, "fnmesh_http_waiting_requests", "gauge",
+                "Synchronous requests waiting for their result.", counts.waiting);
+  append_metric(out, "fnmesh_http_callbacks_pending", "gauge",
+                "Async calls whose callback waits for the result.", counts.callbacks_pending);
+  append_metric(out, "fnmesh_http_callbacks_delivered_total", "counter",
+                "Results POSTed to their X-Callback-Url and answered 2xx.", counts.callbacks_delivered);
+  append_metric(out, "fnmesh_http_callbacks_failed_total", "counter",
+                "Callbacks given up after every retry.", counts.callbacks_failed);
+  append_metric(out, "fnmesh_http_callbacks_expired_total", "counter",
+                "Callbacks whose result did not come within the callback wait.", counts.callbacks_expired);
   return out;
 }
 
