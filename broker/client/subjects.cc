@@ -3,8 +3,6 @@
 namespace fnmesh::broker {
 namespace {
 
-bool lower_alnum(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-
 std::string join(std::string_view a, std::string_view b, std::string_view c,
                  char sep = '.') {
   std::string s;
@@ -24,13 +22,6 @@ std::string_view next_token(std::string_view s, size_t& pos) noexcept {
 }
 
 }  // namespace
-
-bool valid_name(std::string_view name) noexcept {
-  if (name.empty() || name.size() > 63 || !lower_alnum(name[0])) return false;
-  for (char c : name)
-    if (!lower_alnum(c) && c != '-') return false;
-  return true;
-}
 
 std::string invoke_subject(std::string_view tenant, std::string_view function) {
   return join("fnmesh.invoke", tenant, function);

@@ -5,6 +5,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/names.h"
+
 namespace fnmesh::broker {
 
 inline constexpr std::string_view invoke_stream = "FNMESH_INVOKE";   // fnmesh.invoke.>
@@ -23,8 +25,7 @@ struct limits {
   size_t result = 6u << 20;
 };
 
-// [a-z0-9][a-z0-9-]{0,62}
-bool valid_name(std::string_view name) noexcept;
+using fnmesh::valid_name;  // [a-z0-9][a-z0-9-]{0,62}
 
 std::string invoke_subject(std::string_view tenant, std::string_view function);  // fnmesh.invoke.<t>.<f>
 std::string event_subject(std::string_view subject);                             // fnmesh.events.<s>

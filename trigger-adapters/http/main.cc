@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
                            "(anyone who reaches the port may invoke tenant %s)\n", opts.tenant.c_str());
       return 2;
     }
-    if (!keys_file.empty()) server_opts.keys = std::make_shared<const http::api_keys>(http::api_keys::load(keys_file));
+    if (!keys_file.empty()) server_opts.keys = std::make_shared<const fnmesh::api_keys>(fnmesh::api_keys::load(keys_file));
     server_opts.tenant = opts.tenant;
     server_opts.wait_margin = std::chrono::milliseconds(margin_ms);
     server_opts.callback_backoff = std::chrono::milliseconds(callback_backoff_ms);

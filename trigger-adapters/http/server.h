@@ -12,7 +12,7 @@
 #include "broker/client/function_registry.h"
 #include "broker/client/invoker.h"
 #include "broker/client/subjects.h"
-#include "trigger-adapters/http/api_keys.h"
+#include "common/api_keys.h"
 
 namespace fnmesh::http_adapter {
 namespace detail {

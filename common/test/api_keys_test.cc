@@ -1,14 +1,12 @@
 #include <gtest/gtest.h>
 
-#include "trigger-adapters/http/api_keys.h"
-
-namespace h = fnmesh::http_adapter;
+#include "common/api_keys.h"
 
 namespace {
 
 std::string error_of(std::string_view yaml) {
   try {
-    h::api_keys::parse(yaml, "keys.yml");
+    fnmesh::api_keys::parse(yaml, "keys.yml");
   } catch (const std::runtime_error& e) {
     return e.what();
   }
@@ -16,8 +14,8 @@ std::string error_of(std::string_view yaml) {
 }
 
 TEST(api_keys, a_bearer_key_names_its_tenant) {
-  auto keys = h::api_keys::parse("default: [aaaaaaaaaaaaaaaa1]\nacme:\n  - bbbbbbbbbbbbbbbb2\n  - cccccccccccccccc3\n",
-                                 "keys.yml");
+  auto keys = fnmesh::api_keys::parse(
+      "default: [aaaaaaaaaaaaaaaa1]\nacme:\n  - bbbbbbbbbbbbbbbb2\n  - cccccccccccccccc3\n", "keys.yml");
   EXPECT_EQ(keys.size(), 3u);
   EXPECT_EQ(keys.tenant_of("Bearer aaaaaaaaaaaaaaaa1"), "default");
   EXPECT_EQ(keys.tenant_of("bearer cccccccccccccccc3"), "acme");

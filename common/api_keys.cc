@@ -1,19 +1,23 @@
-#include "trigger-adapters/http/api_keys.h"
+#include "common/api_keys.h"
 
+#include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 
-#include "broker/client/code_bundle.h"
-#include "broker/client/subjects.h"
+#include "common/names.h"
 
-namespace fnmesh::http_adapter {
+namespace fnmesh {
 namespace {
 
+// SHA-256, raw bytes: only ever compared here.
 std::string digest(std::string_view key) {
-  return broker::sha256_hex({reinterpret_cast<const uint8_t*>(key.data()), key.size()});
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(key.data(), key.size(), md, &len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<const char*>(md), len);
 }
 
 [[noreturn]] void fail(const std::string& file, const YAML::Node& at, const std::string& what) {
@@ -42,7 +46,7 @@ api_keys api_keys::parse(std::string_view yaml, const std::string& file) {
   api_keys keys;
   for (auto it = root.begin(); it != root.end(); ++it) {
     const std::string tenant = it->first.as<std::string>("");
-    if (!broker::valid_name(tenant))
+    if (!valid_name(tenant))
       fail(file, it->first, "tenant '" + tenant + "' must match [a-z0-9][a-z0-9-]{0,62}");
     const YAML::Node list = it->second;
     if (!list.IsSequence() || list.size() == 0)
@@ -70,4 +74,4 @@ std::optional<std::string> api_keys::tenant_of(std::string_view authorization) c
   return it->second;
 }
 
-}  // namespace fnmesh::http_adapter
+}  // namespace fnmesh

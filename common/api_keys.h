@@ -1,6 +1,7 @@
 #pragma once
-// api_keys: which tenant each HTTP API key belongs to. Read once at start from a YAML file
-// that maps each tenant to its keys:
+// api_keys: which tenant each bearer key belongs to: the http adapter's API keys
+// (--api-keys) and the billing collector's query tokens (--tokens). Read once at start from
+// a YAML file that maps each tenant to its keys:
 //
 //   default: [9f2c5e0b4a7d41e8b3c6f1a2d5e8b0c4]
 //   acme:    [k-acme-ci-2026-11-aa41f0, k-acme-laptop-31b7c2e9d4]
@@ -12,7 +13,7 @@
 #include <string_view>
 #include <unordered_map>
 
-namespace fnmesh::http_adapter {
+namespace fnmesh {
 
 inline constexpr size_t min_api_key_length = 16;
 
@@ -33,4 +34,4 @@ class api_keys {
   std::unordered_map<std::string, std::string> tenant_by_digest_;
 };
 
-}  // namespace fnmesh::http_adapter
+}  // namespace fnmesh
