@@ -17,6 +17,7 @@ packages=(
   libboost-dev
   libssl-dev
   python3 nodejs curl
+  python3-zmq          # the outside ZeroMQ client of tests/integration/collector_python_test.py
   python3-dev          # the python zygote embeds the interpreter (node/runtimes/python/zygote.cc)
   bubblewrap           # the reference sandbox the sandbox benchmark measures against
   wrk                  # the http adapter's load benchmark (tests/bench/http_adapter.sh)
