@@ -47,19 +47,6 @@ result<collector_reply> collector_client::receive(std::chrono::milliseconds time
   }
 }
 
-result<collector_reply> collector_client::query_usage(const std::string& tenant,
-                                                      const std::string& function,
-                                                      int64_t since_ns, int64_t until_ns,
-                                                      const std::string& group_by,
-                                                      std::chrono::milliseconds timeout) {
-  flatbuffers::FlatBufferBuilder b;
-  const uint64_t id = next_request_id_++;
-  auto q = proto::CreateUsageQueryDirect(b, tenant.c_str(), function.c_str(), since_ns,
-                                         until_ns, group_by.c_str());
-  b.Finish(proto::CreateCollectorRequest(b, id, proto::RequestBody::UsageQuery, q.Union()));
-  return request(id, b, timeout);
-}
-
 result<collector_reply> collector_client::query_activation(const std::string& invocation_id,
                                                            std::chrono::milliseconds timeout) {
   flatbuffers::FlatBufferBuilder b;

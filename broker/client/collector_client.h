@@ -1,7 +1,8 @@
 #pragma once
-// collector_client: a DEALER to the billing collector's ROUTER for queries (CLI) and
-// completion batches (node reporter). Frames are one CollectorRequest / CollectorReply
-// each (flatbuffers/fnmesh.fbs). Owns one zmq socket; use it from one thread.
+// collector_client: a DEALER to the billing collector's ROUTER for completion batches
+// (node reporter) and activation lookups (tests; users query the HTTP API). Frames are
+// one CollectorRequest / CollectorReply each (flatbuffers/fnmesh.fbs). Owns one zmq
+// socket; use it from one thread.
 #include <zmq.hpp>
 
 #include <chrono>
@@ -39,11 +40,7 @@ class collector_client {
   // The next verified reply, or errc::timeout. Malformed replies are dropped.
   result<collector_reply> receive(std::chrono::milliseconds timeout);
 
-  // Request/reply helpers for the CLI: send, then wait for the reply with that id.
-  result<collector_reply> query_usage(const std::string& tenant, const std::string& function,
-                                      int64_t since_ns, int64_t until_ns,
-                                      const std::string& group_by,
-                                      std::chrono::milliseconds timeout);
+  // Every stored attempt of one invocation: send, then wait for the reply with that id.
   result<collector_reply> query_activation(const std::string& invocation_id,
                                            std::chrono::milliseconds timeout);
   int fd() const;

@@ -11,6 +11,7 @@ namespace {
 
 constexpr int64_t malformed_log_interval_ns = 60'000'000'000;
 constexpr size_t max_messages_per_round = 1024;
+constexpr auto expiry_interval = std::chrono::seconds(1);
 
 std::error_code from_zmq(const zmq::error_t& e) {
   if (e.num() == ETERM) return errc::closed;
@@ -35,15 +36,17 @@ std::string source_of(std::vector<zmq::message_t>& frames) {
 
 }  // namespace
 
-result<std::unique_ptr<server>> server::bind(zmq::context_t& ctx, store& db,
-                                             const std::string& endpoint) {
+result<std::unique_ptr<server>> server::bind(zmq::context_t& ctx, store& db, reader& queries,
+                                             const std::string& endpoint,
+                                             std::chrono::nanoseconds retention) {
   try {
     zmq::socket_t s(ctx, zmq::socket_type::router);
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::maxmsgsize, socket_max_message_bytes);
     s.bind(endpoint);
     std::string bound = s.get(zmq::sockopt::last_endpoint);
-    return std::unique_ptr<server>(new server(std::move(s), db, std::move(bound)));
+    return std::unique_ptr<server>(
+        new server(std::move(s), db, queries, std::move(bound), retention));
   } catch (const zmq::error_t& e) {
     return fail(from_zmq(e));
   }
@@ -51,10 +54,11 @@ result<std::unique_ptr<server>> server::bind(zmq::context_t& ctx, store& db,
 
 result<void> server::run(int stop_fd) {
   for (;;) {
+    expire();
     std::array<zmq::pollitem_t, 2> items{zmq::pollitem_t{socket_.handle(), 0, ZMQ_POLLIN, 0},
                                          zmq::pollitem_t{nullptr, stop_fd, ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(-1));
+      zmq::poll(items.data(), items.size(), expiry_interval);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       return fail(from_zmq(e));
@@ -63,6 +67,20 @@ result<void> server::run(int stop_fd) {
     if (items[0].revents & ZMQ_POLLIN)
       if (auto r = drain(); !r) return r;
   }
+}
+
+// At most once a second; a failure is logged and retried then.
+void server::expire() {
+  const int64_t now = mono_now_ns();
+  if (now < next_expiry_ns_) return;
+  next_expiry_ns_ = now + std::chrono::nanoseconds(expiry_interval).count();
+  auto cleared = store_.expire_outputs(unix_now_ns() - retention_.count());
+  if (!cleared) {
+    logger("collector")->warn("clearing expired outputs failed: {} ({})",
+                              cleared.error().message(), store_.last_error());
+    return;
+  }
+  counters_.expired += *cleared;
 }
 
 result<void> server::poll_once(std::chrono::milliseconds timeout) {
@@ -120,8 +138,6 @@ void server::answer(const proto::CollectorRequest& request) {
   switch (request.body_type()) {
     case proto::RequestBody::CompletionBatch:
       return answer_batch(*request.body_as_CompletionBatch());
-    case proto::RequestBody::UsageQuery:
-      return answer_usage(*request.body_as_UsageQuery());
     case proto::RequestBody::ActivationQuery:
       return answer_activation(*request.body_as_ActivationQuery());
     default:
@@ -150,29 +166,8 @@ void server::answer_batch(const proto::CompletionBatch& batch) {
                                             ack.Union()));
 }
 
-void server::answer_usage(const proto::UsageQuery& query) {
-  auto group = parse_grouping(proto::view(query.group_by()));
-  if (!group)
-    return answer_error("unknown group_by '" + std::string(proto::view(query.group_by())) +
-                        "' (function | tenant | node | hour | day)");
-  usage_filter filter{std::string(proto::view(query.tenant())),
-                      std::string(proto::view(query.function())), query.since_ns(),
-                      query.until_ns(), *group};
-  auto rows = store_.usage(filter);
-  if (!rows) return answer_error("usage query failed: " + rows.error().message());
-  std::vector<flatbuffers::Offset<proto::UsageRow>> out;
-  out.reserve(rows->size());
-  for (const auto& r : *rows)
-    out.push_back(proto::CreateUsageRow(reply_, reply_.CreateString(r.key), r.invocations,
-                                        r.errors, r.billed_ms, r.gb_seconds, r.cpu_ns,
-                                        r.peak_memory_bytes, r.cold_starts));
-  auto report = proto::CreateUsageReport(reply_, reply_.CreateVector(out));
-  reply_.Finish(proto::CreateCollectorReply(reply_, request_id_, proto::ReplyBody::UsageReport,
-                                            report.Union()));
-}
-
 void server::answer_activation(const proto::ActivationQuery& query) {
-  auto attempts = store_.activation(proto::view(query.invocation_id()));
+  auto attempts = reader_.activation(proto::view(query.invocation_id()));
   if (!attempts) return answer_error("activation query failed: " + attempts.error().message());
   auto& b = reply_;
   std::vector<flatbuffers::Offset<proto::Completion>> out;
@@ -182,13 +177,11 @@ void server::answer_activation(const proto::ActivationQuery& query) {
         b, b.CreateString(a.invocation_id), a.status, b.CreateVector(a.output),
         b.CreateString(a.error), b.CreateString(a.node_id), a.cold_start, &timings, a.attempt,
         0, b.CreateString(a.content_type));
-    flatbuffers::Offset<proto::Usage> usage;
-    if (a.has_usage)
-      usage = proto::CreateUsage(
-          b, b.CreateString(a.invocation_id), a.attempt, b.CreateString(a.tenant),
-          b.CreateString(a.function), b.CreateString(a.node_id), a.node_seq, a.wall_ns,
-          a.cpu_user_ns, a.cpu_system_ns, a.peak_memory_bytes, a.memory_limit_bytes,
-          a.net_rx_bytes, a.net_tx_bytes, a.cold_start, a.billed_ms, a.source, a.trigger);
+    auto usage = proto::CreateUsage(
+        b, b.CreateString(a.invocation_id), a.attempt, b.CreateString(a.tenant),
+        b.CreateString(a.function), b.CreateString(a.node_id), a.node_seq, a.wall_ns,
+        a.cpu_user_ns, a.cpu_system_ns, a.peak_memory_bytes, a.memory_limit_bytes,
+        a.net_rx_bytes, a.net_tx_bytes, a.cold_start, a.billed_ms, a.source, a.trigger);
     out.push_back(proto::CreateCompletion(b, result, usage));
   }
   auto report = proto::CreateActivationReport(b, b.CreateVector(out));

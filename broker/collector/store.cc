@@ -1,30 +1,24 @@
 #include "broker/collector/store.h"
 
 #include <algorithm>
-#include <array>
-#include <cstring>
+#include <stdexcept>
 
 #include "common/clock.h"
 
 namespace fnmesh::collector {
 namespace {
 
-class sqlite_error_category final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "sqlite"; }
-  std::string message(int v) const override { return sqlite3_errstr(v); }
-};
-
-std::error_code sqlite_error(int rc) { return {rc, sqlite_category()}; }
+constexpr int64_t ns_per_hour = 3'600'000'000'000;
 
 constexpr const char* schema = R"sql(
-CREATE TABLE IF NOT EXISTS activations (
+CREATE TABLE activations (
   invocation_id TEXT NOT NULL,
   attempt INTEGER NOT NULL,
   tenant TEXT NOT NULL,
   function TEXT NOT NULL,
   status TEXT NOT NULL,
   output BLOB NOT NULL,
+  output_expired INTEGER NOT NULL,
   content_type TEXT NOT NULL,
   error TEXT NOT NULL,
   node_id TEXT NOT NULL,
@@ -32,19 +26,22 @@ CREATE TABLE IF NOT EXISTS activations (
   queued_ns INTEGER NOT NULL,
   started_ns INTEGER NOT NULL,
   finished_ns INTEGER NOT NULL,
-  PRIMARY KEY (invocation_id, attempt));
-CREATE TABLE IF NOT EXISTS usage (
-  invocation_id TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
+  UNIQUE (invocation_id, attempt));
+CREATE TABLE usage (
+  id INTEGER PRIMARY KEY,
   tenant TEXT NOT NULL,
   function TEXT NOT NULL,
   node_id TEXT NOT NULL,
+  status TEXT NOT NULL,
+  finished_ns INTEGER NOT NULL,
   node_seq INTEGER NOT NULL,
   wall_ns INTEGER NOT NULL,
   cpu_user_ns INTEGER NOT NULL,
   cpu_system_ns INTEGER NOT NULL,
   peak_memory_bytes INTEGER NOT NULL,
+  peak_memory_mb_ms INTEGER NOT NULL,
   memory_limit_bytes INTEGER NOT NULL,
+  memory_mb INTEGER NOT NULL,
   net_rx_bytes INTEGER NOT NULL,
   net_tx_bytes INTEGER NOT NULL,
   cold_start INTEGER NOT NULL,
@@ -52,216 +49,168 @@ CREATE TABLE IF NOT EXISTS usage (
   source TEXT NOT NULL,
   trigger TEXT NOT NULL,
   recorded_ns INTEGER NOT NULL,
-  PRIMARY KEY (invocation_id, attempt));
-CREATE INDEX IF NOT EXISTS activations_finished ON activations (finished_ns);
-CREATE INDEX IF NOT EXISTS usage_tenant_function ON usage (tenant, function);
+  cost_lambda_pusd INTEGER NOT NULL,
+  cost_usage_pusd INTEGER NOT NULL);
+CREATE INDEX usage_finished ON usage (finished_ns);
+CREATE TABLE usage_hourly (
+  tenant TEXT NOT NULL,
+  function TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  hour_ns INTEGER NOT NULL,
+  invocations INTEGER NOT NULL,
+  errors INTEGER NOT NULL,
+  cold_starts INTEGER NOT NULL,
+  billed_ms INTEGER NOT NULL,
+  memory_mb_ms INTEGER NOT NULL,
+  cpu_ns INTEGER NOT NULL,
+  peak_memory_bytes INTEGER NOT NULL,
+  peak_memory_mb_ms INTEGER NOT NULL,
+  network_bytes INTEGER NOT NULL,
+  cost_lambda_pusd INTEGER NOT NULL,
+  cost_usage_pusd INTEGER NOT NULL,
+  PRIMARY KEY (tenant, function, node_id, hour_ns)) WITHOUT ROWID;
+PRAGMA user_version = 2;
 )sql";
 
 constexpr const char* insert_activation_sql =
     "INSERT OR IGNORE INTO activations (invocation_id, attempt, tenant, function, status, "
-    "output, content_type, error, node_id, cold_start, queued_ns, started_ns, finished_ns) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    "output, output_expired, content_type, error, node_id, cold_start, queued_ns, started_ns, "
+    "finished_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?14, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 constexpr const char* insert_usage_sql =
-    "INSERT OR IGNORE INTO usage (invocation_id, attempt, tenant, function, node_id, "
-    "node_seq, wall_ns, cpu_user_ns, cpu_system_ns, peak_memory_bytes, memory_limit_bytes, "
-    "net_rx_bytes, net_tx_bytes, cold_start, billed_ms, source, trigger, recorded_ns) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
+    "INSERT INTO usage (id, tenant, function, node_id, status, finished_ns, node_seq, wall_ns, "
+    "cpu_user_ns, cpu_system_ns, peak_memory_bytes, peak_memory_mb_ms, memory_limit_bytes, "
+    "memory_mb, net_rx_bytes, net_tx_bytes, cold_start, billed_ms, source, trigger, "
+    "recorded_ns, cost_lambda_pusd, cost_usage_pusd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+    "?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)";
 
-constexpr const char* select_activation_sql =
-    "SELECT a.invocation_id, a.attempt, a.tenant, a.function, a.status, a.output, "
-    "a.content_type, a.error, a.node_id, a.cold_start, a.queued_ns, a.started_ns, "
-    "a.finished_ns, u.invocation_id IS NOT NULL, u.node_seq, u.wall_ns, u.cpu_user_ns, "
-    "u.cpu_system_ns, u.peak_memory_bytes, u.memory_limit_bytes, u.net_rx_bytes, "
-    "u.net_tx_bytes, u.billed_ms, u.source, u.trigger, u.recorded_ns "
-    "FROM activations a LEFT JOIN usage u "
-    "ON u.invocation_id = a.invocation_id AND u.attempt = a.attempt "
-    "WHERE a.invocation_id = ?1 ORDER BY a.attempt";
+constexpr const char* add_hour_sql =
+    "INSERT INTO usage_hourly VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+    "?14, ?15) ON CONFLICT DO UPDATE SET invocations = invocations + excluded.invocations, "
+    "errors = errors + excluded.errors, cold_starts = cold_starts + excluded.cold_starts, "
+    "billed_ms = billed_ms + excluded.billed_ms, "
+    "memory_mb_ms = memory_mb_ms + excluded.memory_mb_ms, cpu_ns = cpu_ns + excluded.cpu_ns, "
+    "peak_memory_bytes = MAX(peak_memory_bytes, excluded.peak_memory_bytes), "
+    "peak_memory_mb_ms = peak_memory_mb_ms + excluded.peak_memory_mb_ms, "
+    "network_bytes = network_bytes + excluded.network_bytes, "
+    "cost_lambda_pusd = cost_lambda_pusd + excluded.cost_lambda_pusd, "
+    "cost_usage_pusd = cost_usage_pusd + excluded.cost_usage_pusd";
 
-// The group key of each grouping, in the order of enum grouping.
-constexpr std::array<const char*, 5> group_keys = {
-    "u.function",
-    "u.tenant",
-    "u.node_id",
-    "strftime('%Y-%m-%dT%H:00Z', a.finished_ns / 1000000000, 'unixepoch')",
-    "strftime('%Y-%m-%d', a.finished_ns / 1000000000, 'unixepoch')",
-};
+constexpr const char* expire_sql =
+    "UPDATE activations SET output = x'', output_expired = 1 WHERE rowid IN "
+    "(SELECT id FROM usage WHERE finished_ns >= ?1 AND finished_ns < ?2) AND output_expired = 0";
 
-std::string usage_sql(const char* key) {
-  return std::string("SELECT ") + key +
-         " AS k, COUNT(*), SUM(a.status != 'ok'), SUM(u.billed_ms), "
-         "fnmesh_gb_seconds(u.billed_ms, u.memory_limit_bytes), "
-         "SUM(u.cpu_user_ns + u.cpu_system_ns), MAX(u.peak_memory_bytes), SUM(u.cold_start) "
-         "FROM usage u JOIN activations a "
-         "ON a.invocation_id = u.invocation_id AND a.attempt = u.attempt "
-         "WHERE (?1 = '' OR u.tenant = ?1) AND (?2 = '' OR u.function = ?2) "
-         "AND a.finished_ns >= ?3 AND (?4 = 0 OR a.finished_ns < ?4) "
-         "GROUP BY k ORDER BY k";
+std::runtime_error open_failure(const std::filesystem::path& path, const std::string& what) {
+  return std::runtime_error("database " + path.string() + ": " + what);
 }
 
-// Aggregate fnmesh_gb_seconds(billed_ms, memory_limit_bytes): the sum of the products in
-// 128-bit integers, divided once at the end, so the total does not depend on row order
-// and cannot overflow.
-void gb_seconds_step(sqlite3_context* ctx, int, sqlite3_value** argv) noexcept {
-  auto* acc = static_cast<unsigned char*>(sqlite3_aggregate_context(ctx, sizeof(__int128)));
-  if (!acc) return sqlite3_result_error_nomem(ctx);
-  __int128 sum;
-  std::memcpy(&sum, acc, sizeof sum);
-  sum += __int128(sqlite3_value_int64(argv[0])) * sqlite3_value_int64(argv[1]);
-  std::memcpy(acc, &sum, sizeof sum);
+int64_t floor_hour(int64_t ns) {
+  const int64_t r = ns % ns_per_hour;
+  return r < 0 ? ns - r - ns_per_hour : ns - r;
 }
 
-void gb_seconds_final(sqlite3_context* ctx) noexcept {
-  auto* acc = static_cast<unsigned char*>(sqlite3_aggregate_context(ctx, 0));
-  __int128 sum = 0;
-  if (acc) std::memcpy(&sum, acc, sizeof sum);
-  sqlite3_result_double(ctx, double(sum) / (1000.0 * 1073741824.0));
+// Peak memory x wall time in MB-ms, rounded to the nearest.
+int64_t peak_mb_ms(int64_t peak_bytes, int64_t wall_ns) {
+  if (peak_bytes <= 0 || wall_ns <= 0) return 0;
+  constexpr __int128 unit = __int128(1 << 20) * 1'000'000;
+  return int64_t((__int128(peak_bytes) * wall_ns + unit / 2) / unit);
 }
 
-// Resets a statement when a call is done with it, whatever path it leaves by.
-class statement_use {
- public:
-  explicit statement_use(sqlite3_stmt* s) noexcept : s_(s) {}
-  ~statement_use() {
-    sqlite3_reset(s_);
-    sqlite3_clear_bindings(s_);
+int64_t memory_mb(int64_t limit_bytes) {
+  return limit_bytes <= 0 ? 0 : (limit_bytes + (1 << 20) - 1) >> 20;
+}
+
+// Refuses a file that is not a sound database of this schema; creates the schema in a
+// new one.
+void check_or_create(sqlite3* db, const std::filesystem::path& path) {
+  auto tables = query_int(db, "SELECT count(*) FROM sqlite_schema");
+  if (!tables) {
+    const int rc = tables.error().value();
+    if (rc == SQLITE_NOTADB)
+      throw open_failure(path, "not an SQLite database (move it aside or pass another --db)");
+    throw open_failure(path, "cannot read: " + tables.error().message());
   }
-  statement_use(const statement_use&) = delete;
-  statement_use& operator=(const statement_use&) = delete;
-
- private:
-  sqlite3_stmt* s_;
-};
-
-void bind_text(sqlite3_stmt* s, int i, std::string_view text) {
-  sqlite3_bind_text(s, i, text.data() ? text.data() : "", int(text.size()), SQLITE_STATIC);
-}
-
-std::string column_text(sqlite3_stmt* s, int i) {
-  auto* p = sqlite3_column_text(s, i);
-  return p ? std::string(reinterpret_cast<const char*>(p), size_t(sqlite3_column_bytes(s, i)))
-           : std::string();
-}
-
-template <class E, size_t N>
-E enum_from_name(const std::string& name, const std::array<E, N>& values,
-                 const char* (*name_of)(E), E fallback) {
-  for (E v : values)
-    if (name == name_of(v)) return v;
-  return fallback;
-}
-
-proto::Status status_from(const std::string& name) {
-  static const std::array<proto::Status, 8> all = {
-      proto::Status::ok,        proto::Status::error,     proto::Status::timeout,
-      proto::Status::out_of_memory, proto::Status::cpu_limit, proto::Status::crashed,
-      proto::Status::rejected,  proto::Status::no_such_function};
-  return enum_from_name(name, all, proto::EnumNameStatus, proto::Status::error);
+  if (*tables == 0) {
+    if (auto made = exec(db, schema); !made)
+      throw open_failure(path, "cannot create the tables: " + std::string(sqlite3_errmsg(db)));
+    return;
+  }
+  auto check = prepare(db, "PRAGMA quick_check(1)");
+  if (!check) throw open_failure(path, "integrity check failed to run: " + check.error().message());
+  const int rc = sqlite3_step(check->get());
+  const std::string verdict = rc == SQLITE_ROW ? column_text(check->get(), 0) : sqlite3_errmsg(db);
+  if (verdict != "ok")
+    throw open_failure(path, "corrupt (" + verdict +
+                                 "); refusing to use it: move it aside and restart (the nodes "
+                                 "resend what they have not had acked), or restore a backup");
+  auto version = query_int(db, "PRAGMA user_version");
+  if (!version || *version != schema_version)
+    throw open_failure(path, "schema version " + std::to_string(version.value_or(-1)) +
+                                 ", this collector reads version " +
+                                 std::to_string(schema_version));
 }
 
 }  // namespace
 
-const std::error_category& sqlite_category() noexcept {
-  static const sqlite_error_category instance;
-  return instance;
-}
-
-std::optional<grouping> parse_grouping(std::string_view name) noexcept {
-  if (name.empty() || name == "function") return grouping::function;
-  if (name == "tenant") return grouping::tenant;
-  if (name == "node") return grouping::node;
-  if (name == "hour") return grouping::hour;
-  if (name == "day") return grouping::day;
-  return std::nullopt;
-}
-
-result<store> store::open(const std::filesystem::path& path, bool synchronous_full) {
+store store::open(const std::filesystem::path& path, const prices& price_list,
+                  bool synchronous_full) {
   if (path.has_parent_path()) {
     std::error_code ec;
     std::filesystem::create_directories(path.parent_path(), ec);
-    if (ec) return fail(ec);
+    if (ec) throw open_failure(path, "cannot create its folder: " + ec.message());
   }
+  auto db = open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (!db) throw open_failure(path, "cannot open: " + db.error().message());
+  sqlite3* raw = db->get();
+  check_or_create(raw, path);
+  auto wal = prepare(raw, "PRAGMA journal_mode=WAL");
+  if (!wal || sqlite3_step(wal->get()) != SQLITE_ROW || column_text(wal->get(), 0) != "wal")
+    throw open_failure(path, "cannot switch to WAL mode: " + std::string(sqlite3_errmsg(raw)));
+  if (!exec(raw, synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL"))
+    throw open_failure(path, sqlite3_errmsg(raw));
+
   store s;
-  sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
-  s.db_.reset(raw);
-  if (rc != SQLITE_OK) return fail(sqlite_error(rc));
-  sqlite3_extended_result_codes(raw, 1);
-  sqlite3_busy_timeout(raw, 5000);
-
-  {
-    auto wal = s.prepare("PRAGMA journal_mode=WAL");
-    if (!wal) return fail(wal.error());
-    if (int step = sqlite3_step(wal->get()); step != SQLITE_ROW) return fail(sqlite_error(step));
-    if (column_text(wal->get(), 0) != "wal") return fail(sqlite_error(SQLITE_CANTOPEN));
-  }
-  if (auto r = s.exec(synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-      !r)
-    return fail(r.error());
-  if (auto r = s.exec(schema); !r) return fail(r.error());
-  rc = sqlite3_create_function_v2(raw, "fnmesh_gb_seconds", 2,
-                                  SQLITE_UTF8 | SQLITE_DETERMINISTIC, nullptr, nullptr,
-                                  gb_seconds_step, gb_seconds_final, nullptr);
-  if (rc != SQLITE_OK) return fail(sqlite_error(rc));
-
-  for (auto [target, sql] : {std::pair{&s.begin_, "BEGIN IMMEDIATE"}, {&s.commit_, "COMMIT"},
-                             {&s.rollback_, "ROLLBACK"},
-                             {&s.insert_activation_, insert_activation_sql},
-                             {&s.insert_usage_, insert_usage_sql},
-                             {&s.select_activation_, select_activation_sql}}) {
-    auto prepared = s.prepare(sql);
-    if (!prepared) return fail(prepared.error());
+  s.prices_ = price_list;
+  s.db_ = std::move(*db);
+  for (auto [target, sql] :
+       {std::pair{&s.begin_, "BEGIN IMMEDIATE"}, {&s.commit_, "COMMIT"}, {&s.rollback_, "ROLLBACK"},
+        {&s.insert_activation_, insert_activation_sql}, {&s.insert_usage_, insert_usage_sql},
+        {&s.add_hour_, add_hour_sql}, {&s.expire_, expire_sql}}) {
+    auto prepared = prepare(raw, sql);
+    if (!prepared) throw open_failure(path, sqlite3_errmsg(raw));
     *target = std::move(*prepared);
-  }
-  for (const char* key : group_keys) {
-    auto prepared = s.prepare(usage_sql(key));
-    if (!prepared) return fail(prepared.error());
-    s.usage_by_.push_back(std::move(*prepared));
   }
   return s;
 }
 
 std::string store::last_error() const { return db_ ? sqlite3_errmsg(db_.get()) : "not open"; }
 
-result<void> store::exec(const char* sql) {
-  int rc = sqlite3_exec(db_.get(), sql, nullptr, nullptr, nullptr);
-  if (rc != SQLITE_OK) return fail(sqlite_error(rc));
+result<void> store::step_done(sqlite3_stmt* s) {
+  if (int rc = sqlite3_step(s); rc != SQLITE_DONE) return fail(sqlite_error(rc));
   return {};
 }
 
-result<store::statement> store::prepare(const std::string& sql) {
-  sqlite3_stmt* raw = nullptr;
-  int rc = sqlite3_prepare_v3(db_.get(), sql.c_str(), int(sql.size() + 1),
-                              SQLITE_PREPARE_PERSISTENT, &raw, nullptr);
-  statement s(raw);
-  if (rc != SQLITE_OK) return fail(sqlite_error(rc));
-  return s;
-}
-
-namespace {
-enum : uint32_t { inserted = 0, duplicate = 1, rejected = 2 };
-}
-
-result<uint32_t> store::insert(const proto::Completion& c, uint64_t spool_seq, int64_t now_ns) {
+result<store::inserted> store::insert(const proto::Completion& c, uint64_t spool_seq,
+                                      int64_t now_ns) {
   const auto* r = c.result();
   const auto* u = c.usage();
-  if (!r || !u || proto::view(r->invocation_id()).empty()) return rejected;
-  const auto id = proto::view(r->invocation_id());
-  const auto attempt = int64_t(r->attempt());
+  if (!r || !u || proto::view(r->invocation_id()).empty()) return inserted::rejected;
   const auto tenant = proto::view(u->tenant());
   const auto function = proto::view(u->function());
+  const auto node = proto::view(u->node_id());
+  const char* status = proto::status_name(r->status());
   const proto::Timings timings = r->timings() ? *r->timings() : proto::Timings();
 
   sqlite3_stmt* a = insert_activation_.get();
   statement_use a_use(a);
-  bind_text(a, 1, id);
-  sqlite3_bind_int64(a, 2, attempt);
+  bind_text(a, 1, proto::view(r->invocation_id()));
+  sqlite3_bind_int64(a, 2, int64_t(r->attempt()));
   bind_text(a, 3, tenant);
   bind_text(a, 4, function);
-  sqlite3_bind_text(a, 5, proto::status_name(r->status()), -1, SQLITE_STATIC);
-  const auto output = proto::bytes(r->output());
+  sqlite3_bind_text(a, 5, status, -1, SQLITE_STATIC);
+  // A replay of an attempt older than the retention arrives already expired.
+  const bool expired = timings.finished_ns() < expired_before_ns_;
+  const auto output = expired ? std::span<const uint8_t>() : proto::bytes(r->output());
   sqlite3_bind_blob(a, 6, output.empty() ? "" : static_cast<const void*>(output.data()),
                     int(output.size()), SQLITE_STATIC);
   bind_text(a, 7, proto::view(r->content_type()));
@@ -271,38 +220,88 @@ result<uint32_t> store::insert(const proto::Completion& c, uint64_t spool_seq, i
   sqlite3_bind_int64(a, 11, timings.queued_ns());
   sqlite3_bind_int64(a, 12, timings.started_ns());
   sqlite3_bind_int64(a, 13, timings.finished_ns());
-  if (int rc = sqlite3_step(a); rc != SQLITE_DONE) return fail(sqlite_error(rc));
-  if (sqlite3_changes(db_.get()) == 0) return duplicate;
+  sqlite3_bind_int(a, 14, expired ? 1 : 0);
+  if (auto done = step_done(a); !done) return fail(done.error());
+  if (sqlite3_changes(db_.get()) == 0) return inserted::duplicate;
+
+  const metered m{.billed_ms = u->billed_duration_ms(),
+                  .memory_limit_bytes = u->memory_limit_bytes(),
+                  .cpu_ns = u->cpu_user_ns() + u->cpu_system_ns(),
+                  .peak_memory_bytes = u->peak_memory_bytes(),
+                  .wall_ns = u->wall_ns(),
+                  .network_bytes = u->net_rx_bytes() + u->net_tx_bytes()};
+  const costs cost = prices_.of(m);
+  const int64_t mb = memory_mb(m.memory_limit_bytes);
+  const int64_t peak = peak_mb_ms(m.peak_memory_bytes, m.wall_ns);
+  const bool error = r->status() != proto::Status::ok;
 
   sqlite3_stmt* s = insert_usage_.get();
   statement_use s_use(s);
-  bind_text(s, 1, id);
-  sqlite3_bind_int64(s, 2, attempt);
-  bind_text(s, 3, tenant);
-  bind_text(s, 4, function);
-  bind_text(s, 5, proto::view(u->node_id()));
-  sqlite3_bind_int64(s, 6, int64_t(u->node_seq() ? u->node_seq() : spool_seq));
-  sqlite3_bind_int64(s, 7, u->wall_ns());
-  sqlite3_bind_int64(s, 8, u->cpu_user_ns());
-  sqlite3_bind_int64(s, 9, u->cpu_system_ns());
-  sqlite3_bind_int64(s, 10, u->peak_memory_bytes());
-  sqlite3_bind_int64(s, 11, u->memory_limit_bytes());
-  sqlite3_bind_int64(s, 12, u->net_rx_bytes());
-  sqlite3_bind_int64(s, 13, u->net_tx_bytes());
-  sqlite3_bind_int(s, 14, u->cold_start() ? 1 : 0);
-  sqlite3_bind_int64(s, 15, u->billed_duration_ms());
-  sqlite3_bind_text(s, 16, proto::EnumNameAccountingSource(u->source()), -1, SQLITE_STATIC);
-  sqlite3_bind_text(s, 17, proto::trigger_name(u->trigger()), -1, SQLITE_STATIC);
-  sqlite3_bind_int64(s, 18, now_ns);
-  if (int rc = sqlite3_step(s); rc != SQLITE_DONE) return fail(sqlite_error(rc));
-  return inserted;
+  sqlite3_bind_int64(s, 1, sqlite3_last_insert_rowid(db_.get()));
+  bind_text(s, 2, tenant);
+  bind_text(s, 3, function);
+  bind_text(s, 4, node);
+  sqlite3_bind_text(s, 5, status, -1, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 6, timings.finished_ns());
+  sqlite3_bind_int64(s, 7, int64_t(u->node_seq() ? u->node_seq() : spool_seq));
+  sqlite3_bind_int64(s, 8, u->wall_ns());
+  sqlite3_bind_int64(s, 9, u->cpu_user_ns());
+  sqlite3_bind_int64(s, 10, u->cpu_system_ns());
+  sqlite3_bind_int64(s, 11, u->peak_memory_bytes());
+  sqlite3_bind_int64(s, 12, peak);
+  sqlite3_bind_int64(s, 13, u->memory_limit_bytes());
+  sqlite3_bind_int64(s, 14, mb);
+  sqlite3_bind_int64(s, 15, u->net_rx_bytes());
+  sqlite3_bind_int64(s, 16, u->net_tx_bytes());
+  sqlite3_bind_int(s, 17, u->cold_start() ? 1 : 0);
+  sqlite3_bind_int64(s, 18, m.billed_ms);
+  sqlite3_bind_text(s, 19, proto::EnumNameAccountingSource(u->source()), -1, SQLITE_STATIC);
+  sqlite3_bind_text(s, 20, proto::trigger_name(u->trigger()), -1, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 21, now_ns);
+  sqlite3_bind_int64(s, 22, cost.lambda_pusd);
+  sqlite3_bind_int64(s, 23, cost.usage_pusd);
+  if (auto done = step_done(s); !done) return fail(done.error());
+
+  auto& h = hours_[{std::string(tenant), std::string(function), std::string(node),
+                    floor_hour(timings.finished_ns())}];
+  h.invocations += 1;
+  h.errors += error ? 1 : 0;
+  h.cold_starts += u->cold_start() ? 1 : 0;
+  h.billed_ms += m.billed_ms;
+  h.memory_mb_ms += mb * m.billed_ms;
+  h.cpu_ns += m.cpu_ns;
+  h.peak_memory_bytes = std::max(h.peak_memory_bytes, m.peak_memory_bytes);
+  h.peak_memory_mb_ms += peak;
+  h.network_bytes += m.network_bytes;
+  h.cost_lambda_pusd += cost.lambda_pusd;
+  h.cost_usage_pusd += cost.usage_pusd;
+  return inserted::stored;
+}
+
+result<void> store::add_hours() {
+  sqlite3_stmt* s = add_hour_.get();
+  for (const auto& [k, h] : hours_) {
+    statement_use use(s);
+    bind_text(s, 1, k.tenant);
+    bind_text(s, 2, k.function);
+    bind_text(s, 3, k.node);
+    sqlite3_bind_int64(s, 4, k.hour_ns);
+    int i = 5;
+    for (int64_t v : {h.invocations, h.errors, h.cold_starts, h.billed_ms, h.memory_mb_ms,
+                      h.cpu_ns, h.peak_memory_bytes, h.peak_memory_mb_ms, h.network_bytes,
+                      h.cost_lambda_pusd, h.cost_usage_pusd})
+      sqlite3_bind_int64(s, i++, v);
+    if (auto done = step_done(s); !done) return done;
+  }
+  return {};
 }
 
 result<ingest_outcome> store::ingest(const proto::CompletionBatch& batch) {
   ingest_outcome out;
+  hours_.clear();
   {
     statement_use use(begin_.get());
-    if (int rc = sqlite3_step(begin_.get()); rc != SQLITE_DONE) return fail(sqlite_error(rc));
+    if (auto begun = step_done(begin_.get()); !begun) return fail(begun.error());
   }
   auto abort = [&](std::error_code ec) {
     statement_use use(rollback_.get());
@@ -318,92 +317,28 @@ result<ingest_outcome> store::ingest(const proto::CompletionBatch& batch) {
         ++out.rejected;
         continue;
       }
-      auto inserted_as = insert(*c, item->seq(), now);
-      if (!inserted_as) return abort(inserted_as.error());
-      if (*inserted_as == inserted) ++out.stored;
-      else if (*inserted_as == duplicate) ++out.duplicates;
+      auto got = insert(*c, item->seq(), now);
+      if (!got) return abort(got.error());
+      if (*got == inserted::stored) ++out.stored;
+      else if (*got == inserted::duplicate) ++out.duplicates;
       else ++out.rejected;
     }
   }
+  if (auto added = add_hours(); !added) return abort(added.error());
   statement_use use(commit_.get());
-  if (int rc = sqlite3_step(commit_.get()); rc != SQLITE_DONE) return abort(sqlite_error(rc));
+  if (auto committed = step_done(commit_.get()); !committed) return abort(committed.error());
   return out;
 }
 
-result<std::vector<usage_row>> store::usage(const usage_filter& filter) {
-  sqlite3_stmt* s = usage_by_[size_t(filter.group_by)].get();
+result<uint64_t> store::expire_outputs(int64_t finished_before_ns) {
+  if (finished_before_ns <= expired_before_ns_) return 0;
+  sqlite3_stmt* s = expire_.get();
   statement_use use(s);
-  bind_text(s, 1, filter.tenant);
-  bind_text(s, 2, filter.function);
-  sqlite3_bind_int64(s, 3, filter.since_ns);
-  sqlite3_bind_int64(s, 4, filter.until_ns);
-  std::vector<usage_row> rows;
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    usage_row row;
-    row.key = column_text(s, 0);
-    row.invocations = uint64_t(sqlite3_column_int64(s, 1));
-    row.errors = uint64_t(sqlite3_column_int64(s, 2));
-    row.billed_ms = uint64_t(sqlite3_column_int64(s, 3));
-    row.gb_seconds = sqlite3_column_double(s, 4);
-    row.cpu_ns = uint64_t(sqlite3_column_int64(s, 5));
-    row.peak_memory_bytes = sqlite3_column_int64(s, 6);
-    row.cold_starts = uint64_t(sqlite3_column_int64(s, 7));
-    rows.push_back(std::move(row));
-  }
-  if (rc != SQLITE_DONE) return fail(sqlite_error(rc));
-  return rows;
-}
-
-result<std::vector<stored_attempt>> store::activation(std::string_view invocation_id) {
-  sqlite3_stmt* s = select_activation_.get();
-  statement_use use(s);
-  bind_text(s, 1, invocation_id);
-  std::vector<stored_attempt> out;
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    stored_attempt a;
-    a.invocation_id = column_text(s, 0);
-    a.attempt = uint32_t(sqlite3_column_int64(s, 1));
-    a.tenant = column_text(s, 2);
-    a.function = column_text(s, 3);
-    a.status = status_from(column_text(s, 4));
-    const auto* blob = static_cast<const uint8_t*>(sqlite3_column_blob(s, 5));
-    if (blob) a.output.assign(blob, blob + sqlite3_column_bytes(s, 5));
-    a.content_type = column_text(s, 6);
-    a.error = column_text(s, 7);
-    a.node_id = column_text(s, 8);
-    a.cold_start = sqlite3_column_int(s, 9) != 0;
-    a.queued_ns = sqlite3_column_int64(s, 10);
-    a.started_ns = sqlite3_column_int64(s, 11);
-    a.finished_ns = sqlite3_column_int64(s, 12);
-    a.has_usage = sqlite3_column_int(s, 13) != 0;
-    if (a.has_usage) {
-      a.node_seq = uint64_t(sqlite3_column_int64(s, 14));
-      a.wall_ns = sqlite3_column_int64(s, 15);
-      a.cpu_user_ns = sqlite3_column_int64(s, 16);
-      a.cpu_system_ns = sqlite3_column_int64(s, 17);
-      a.peak_memory_bytes = sqlite3_column_int64(s, 18);
-      a.memory_limit_bytes = sqlite3_column_int64(s, 19);
-      a.net_rx_bytes = sqlite3_column_int64(s, 20);
-      a.net_tx_bytes = sqlite3_column_int64(s, 21);
-      a.billed_ms = sqlite3_column_int64(s, 22);
-      a.source = enum_from_name(column_text(s, 23),
-                                std::array{proto::AccountingSource::rusage,
-                                           proto::AccountingSource::cgroup,
-                                           proto::AccountingSource::bpf},
-                                proto::EnumNameAccountingSource, proto::AccountingSource::rusage);
-      a.trigger = enum_from_name(
-          column_text(s, 24),
-          std::array{proto::Trigger::cli, proto::Trigger::http, proto::Trigger::cron,
-                     proto::Trigger::event, proto::Trigger::file, proto::Trigger::function},
-          proto::EnumNameTrigger, proto::Trigger::cli);
-      a.recorded_ns = sqlite3_column_int64(s, 25);
-    }
-    out.push_back(std::move(a));
-  }
-  if (rc != SQLITE_DONE) return fail(sqlite_error(rc));
-  return out;
+  sqlite3_bind_int64(s, 1, expired_before_ns_);
+  sqlite3_bind_int64(s, 2, finished_before_ns);
+  if (auto done = step_done(s); !done) return fail(done.error());
+  expired_before_ns_ = finished_before_ns;
+  return uint64_t(sqlite3_changes(db_.get()));
 }
 
 }  // namespace fnmesh::collector

@@ -1,6 +1,7 @@
-// The real fnmesh-collector on an ephemeral loopback port, driven over ZeroMQ as a node
-// and the CLI drive it.
+// The real fnmesh-collector on ephemeral loopback ports, driven over ZeroMQ as a node
+// drives it, its totals read over its HTTP API.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 
 #include <chrono>
@@ -19,6 +20,7 @@
 #include "common/errc.h"
 #include "flatbuffers/proto.h"
 #include "tests/support/child_process.h"
+#include "tests/support/http_exchange.h"
 #include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
@@ -46,7 +48,11 @@ struct record {
 
 std::vector<uint8_t> completion_bytes(const record& r, uint64_t seq) {
   flatbuffers::FlatBufferBuilder b;
-  p::Timings t(1000, 2000, 3000 + int64_t(seq));
+  // Finished now: the collector keeps outputs for its retention (30 days).
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  p::Timings t(now - 2000, now - 1000, now + int64_t(seq));
   auto result = p::CreateResult(b, b.CreateString(r.id), r.status,
                                 b.CreateVector(std::vector<uint8_t>{'o', 'k'}),
                                 b.CreateString(""), b.CreateString("node-1"), false, &t,
@@ -102,15 +108,23 @@ class collector_fixture : public ::testing::Test {
 
   void start(const std::string& listen) {
     fs::remove(dir_ / "endpoint");
+    fs::remove(dir_ / "http");
+    std::ofstream(dir_ / "tokens.yml") << "admin: [" << admin_token << "]\n";
     process_.emplace(fnmesh::test::child_process::spawn(
         {.program = collector_binary(),
          .args = {"--listen", listen, "--db", (dir_ / "collector.db").string(),
-                  "--endpoint-file", (dir_ / "endpoint").string()},
+                  "--endpoint-file", (dir_ / "endpoint").string(), "--http-listen",
+                  "127.0.0.1:0", "--http-endpoint-file", (dir_ / "http").string(), "--tokens",
+                  (dir_ / "tokens.yml").string()},
          .log = dir_ / "collector.log"}));
     for (auto until = std::chrono::steady_clock::now() + 10s;
          std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(10ms)) {
-      std::ifstream in(dir_ / "endpoint");
-      if (in >> endpoint_) return;
+      std::ifstream in(dir_ / "endpoint"), http(dir_ / "http");
+      std::string url;
+      if (in >> endpoint_ && http >> url) {
+        http_port_ = std::stoi(url.substr(url.rfind(':') + 1));
+        return;
+      }
       ASSERT_TRUE(process_->running()) << process_->log_text();
     }
     FAIL() << "the collector did not start: " << process_->log_text();
@@ -134,27 +148,30 @@ class collector_fixture : public ::testing::Test {
     }
   }
 
-  totals usage_totals(collector_client& c, const std::string& group_by = "function") {
-    auto reply = c.query_usage("default", "", 0, 0, group_by, 10s);
+  fnmesh::test::http_reply get(const std::string& target) {
+    return fnmesh::test::http_call(http_port_, "GET", target, {}, true,
+                                   std::string("Authorization: Bearer ") + admin_token + "\r\n");
+  }
+
+  totals usage_totals() {
+    auto reply = get("/v1/usage?tenant=default");
     totals t;
-    if (!reply) {
-      ADD_FAILURE() << "usage query: " << reply.error().message();
+    auto body = nlohmann::json::parse(reply.body, nullptr, false);
+    if (reply.status != 200 || !body.contains("rows")) {
+      ADD_FAILURE() << "usage query: " << reply.status << " " << reply.body;
       return t;
     }
-    const auto* report = reply->get().body_as_UsageReport();
-    if (!report) {
-      ADD_FAILURE() << "not a UsageReport";
-      return t;
+    for (const auto& row : body["rows"]) {
+      t.invocations += row["invocations"].get<uint64_t>();
+      t.errors += row["errors"].get<uint64_t>();
+      t.billed_ms += row["billed_ms"].get<uint64_t>();
+      t.cpu_ns += row["cpu_ns"].get<uint64_t>();
     }
-    if (report->rows())
-      for (const auto* row : *report->rows()) {
-        t.invocations += row->invocations();
-        t.errors += row->errors();
-        t.billed_ms += row->billed_ms();
-        t.cpu_ns += row->cpu_ns();
-      }
     return t;
   }
+
+  static constexpr const char* admin_token = "collector-test-admin-token";
+  int http_port_ = 0;
 
   fnmesh::test::temp_dir dir_{"fnmesh-collector"};
   std::optional<fnmesh::test::child_process> process_;
@@ -203,7 +220,7 @@ TEST_F(collector_fixture, batches_are_acked_after_commit_and_survive_sigkill) {
 
   std::vector<record> all = first;
   all.insert(all.end(), second.begin(), second.end());
-  expect_totals(usage_totals(client), sum(all));
+  expect_totals(usage_totals(), sum(all));
 
   // Acked means committed: SIGKILL, restart on the same database and port, same totals.
   ASSERT_TRUE(process_->signal(SIGKILL));
@@ -211,7 +228,7 @@ TEST_F(collector_fixture, batches_are_acked_after_commit_and_survive_sigkill) {
   const std::string same_port = endpoint_;
   start(same_port);
   ASSERT_EQ(endpoint_, same_port);
-  expect_totals(usage_totals(client), sum(all));
+  expect_totals(usage_totals(), sum(all));
 
   // A node that never saw the ack resends: every record is a duplicate, totals unchanged.
   auto replay = ack_of(client, batch_request(3, 1, first), 3);
@@ -220,7 +237,7 @@ TEST_F(collector_fixture, batches_are_acked_after_commit_and_survive_sigkill) {
   EXPECT_EQ(r->stored(), 0u);
   EXPECT_EQ(r->duplicates(), 300u);
   EXPECT_EQ(r->last_seq(), 300u);
-  expect_totals(usage_totals(client), sum(all));
+  expect_totals(usage_totals(), sum(all));
 
   // One attempt read back whole.
   auto act = client.query_activation("second-5", 10s);
@@ -264,7 +281,7 @@ TEST_F(collector_fixture, a_batch_refused_while_the_collector_is_down_is_acked_a
   EXPECT_EQ(ack->last_seq(), 35u);
   std::vector<record> all = early;
   all.insert(all.end(), late.begin(), late.end());
-  expect_totals(usage_totals(client), sum(all));
+  expect_totals(usage_totals(), sum(all));
 }
 
 TEST_F(collector_fixture, garbage_is_dropped_and_counted_and_the_collector_keeps_serving) {
@@ -292,14 +309,12 @@ TEST_F(collector_fixture, garbage_is_dropped_and_counted_and_the_collector_keeps
   auto ack = ack_of(client, batch_request(77, 1, good), 77);
   ASSERT_NE(ack.get().body_as_BatchAck(), nullptr);
   EXPECT_EQ(ack.get().body_as_BatchAck()->stored(), 4u);
-  expect_totals(usage_totals(client), sum(good));  // nothing from the garbage was stored
+  expect_totals(usage_totals(), sum(good));  // nothing from the garbage was stored
 
   // An unknown grouping is an answer, not a crash.
-  auto bad = client.query_usage("default", "", 0, 0, "colour", 10s);
-  ASSERT_TRUE(bad);
-  const auto* err = bad->get().body_as_ErrorReply();
-  ASSERT_NE(err, nullptr);
-  EXPECT_NE(p::view(err->message()).find("colour"), std::string_view::npos);
+  auto bad = get("/v1/usage?by=colour");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("colour"), std::string::npos) << bad.body;
 
   EXPECT_EQ(process_->stop(), 0);
   const auto log = process_->log_text();
@@ -370,13 +385,13 @@ TEST(collector_client, a_query_waits_for_the_reply_with_its_own_id) {
     if (!fake.recv(id) || !fake.recv(body)) return;
     const auto* req = p::verified<p::CollectorRequest>(
         std::span<const uint8_t>(body.data<uint8_t>(), body.size()));
-    if (!req || !req->body_as_UsageQuery()) return;
-    auto reply = [&](uint64_t request_id, const char* key) {
+    if (!req || !req->body_as_ActivationQuery()) return;
+    auto reply = [&](uint64_t request_id, const char* invocation) {
       flatbuffers::FlatBufferBuilder b;
-      std::vector<flatbuffers::Offset<p::UsageRow>> rows{
-          p::CreateUsageRow(b, b.CreateString(key), 1)};
-      auto report = p::CreateUsageReport(b, b.CreateVector(rows));
-      b.Finish(p::CreateCollectorReply(b, request_id, p::ReplyBody::UsageReport,
+      std::vector<flatbuffers::Offset<p::Completion>> attempts{
+          p::CreateCompletion(b, p::CreateResult(b, b.CreateString(invocation)))};
+      auto report = p::CreateActivationReport(b, b.CreateVector(attempts));
+      b.Finish(p::CreateCollectorReply(b, request_id, p::ReplyBody::ActivationReport,
                                        report.Union()));
       zmq::message_t to(id.data(), id.size());
       fake.send(to, zmq::send_flags::sndmore);
@@ -388,11 +403,11 @@ TEST(collector_client, a_query_waits_for_the_reply_with_its_own_id) {
     reply(req->request_id(), "mine");
   });
   collector_client client(ctx, endpoint);
-  auto got = client.query_usage("default", "", 0, 0, "function", 5s);
+  auto got = client.query_activation("mine", 5s);
   server.join();
   ASSERT_TRUE(got) << got.error().message();
-  const auto* report = got->get().body_as_UsageReport();
+  const auto* report = got->get().body_as_ActivationReport();
   ASSERT_NE(report, nullptr);
-  ASSERT_EQ(report->rows()->size(), 1u);
-  EXPECT_EQ(p::view(report->rows()->Get(0)->key()), "mine");
+  ASSERT_EQ(report->attempts()->size(), 1u);
+  EXPECT_EQ(p::view(report->attempts()->Get(0)->result()->invocation_id()), "mine");
 }

@@ -22,6 +22,7 @@
 #include "broker/client/kv.h"
 #include "broker/client/subjects.h"
 #include "broker/client/topology.h"
+#include "common/clock.h"
 #include "common/ulid.h"
 #include "common/unique_fd.h"
 #include "flatbuffers/proto.h"
@@ -335,7 +336,8 @@ TEST_F(http_adapter, invocation_lookup_without_a_collector_answers_503_not_a_han
 std::vector<uint8_t> completion_batch(const std::string& id, std::string_view output) {
   flatbuffers::FlatBufferBuilder c;
   std::vector<uint8_t> out(output.begin(), output.end());
-  proto::Timings t(1000, 2000, 3000);
+  const int64_t now = fnmesh::unix_now_ns();  // within the collector's output retention
+  proto::Timings t(now - 2000, now - 1000, now);
   auto result = proto::CreateResultDirect(c, id.c_str(), proto::Status::ok, &out, "", "node-1",
                                           false, &t, 1, 0, "text/plain");
   auto usage = proto::CreateUsageDirect(c, id.c_str(), 1, "default", "echo", "node-1", 1, 5000);

@@ -1,10 +1,13 @@
 #include "tests/support/mesh.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cstdlib>
 #include <fstream>
 
 #include "broker/client/collector_client.h"
 #include "broker/client/topology.h"
+#include "tests/support/http_exchange.h"
 
 namespace fnmesh::test {
 
@@ -20,6 +23,8 @@ void mesh::TearDown() {
 void mesh::SetUp() {
   nats_.emplace();
   collector_endpoint_ = "tcp://127.0.0.1:" + std::to_string(free_loopback_port());
+  collector_http_port_ = free_loopback_port();
+  std::ofstream(dir_ / "collector-tokens.yml") << "admin: [" << admin_token << "]\n";
   auto conn = broker::connection::connect({.urls = nats_->url(), .name = "mesh-test"});
   ASSERT_TRUE(conn) << conn.error().message();
   conn_ = std::move(*conn);
@@ -35,7 +40,9 @@ void mesh::SetUp() {
 void mesh::start_collector() {
   collector_.emplace(child_process::spawn(
       {.program = bin("fnmesh-collector"),
-       .args = {"--listen", collector_endpoint_, "--db", (dir_ / "collector.db").string()},
+       .args = {"--listen", collector_endpoint_, "--db", (dir_ / "collector.db").string(),
+                "--http-listen", "127.0.0.1:" + std::to_string(collector_http_port_), "--tokens",
+                (dir_ / "collector-tokens.yml").string()},
        .log = dir_ / "collector.log"}));
   broker::collector_client probe(zmq_, collector_endpoint_);
   for (int i = 0; i < 100; ++i)
@@ -56,8 +63,10 @@ child_process& mesh::start_node(const std::string& name, std::vector<std::string
 }
 
 std::string mesh::command(const std::vector<std::string>& args) {
-  return command_line(bin("fnmesh"), args) + " --nats " + quote(nats_->url()) + " --collector " +
-         quote(collector_endpoint_) + " --home " + quote((dir_ / "home").string());
+  return "env FNMESH_COLLECTOR_HTTP=http://127.0.0.1:" + std::to_string(collector_http_port_) +
+         " FNMESH_TOKEN=" + admin_token + " " + command_line(bin("fnmesh"), args) + " --nats " +
+         quote(nats_->url()) + " --collector " + quote(collector_endpoint_) + " --home " +
+         quote((dir_ / "home").string());
 }
 
 child_process mesh::start_cli(const std::vector<std::string>& args, int run) {
@@ -135,13 +144,12 @@ std::vector<std::pair<uint32_t, p::Status>> mesh::attempts(const std::string& in
 }
 
 std::map<std::string, uint64_t> mesh::billed(const std::string& group_by) {
-  broker::collector_client client(zmq_, collector_endpoint_);
-  auto reply = client.query_usage("", "", 0, 0, group_by, 2s);
+  auto reply = http_call(collector_http_port_, "GET", "/v1/usage?by=" + group_by, {}, true,
+                         std::string("Authorization: Bearer ") + admin_token + "\r\n");
   std::map<std::string, uint64_t> out;
-  if (!reply) return out;
-  const auto* report = reply->get().body_as_UsageReport();
-  if (!report || !report->rows()) return out;
-  for (const auto* row : *report->rows()) out[std::string(p::view(row->key()))] = row->invocations();
+  auto body = nlohmann::json::parse(reply.body, nullptr, false);
+  if (reply.status != 200 || !body.contains("rows")) return out;
+  for (const auto& row : body["rows"]) out[row["key"]] = row["invocations"];
   return out;
 }
 

@@ -33,7 +33,8 @@ class mesh : public ::testing::Test {
   // SIGKILL would leave those to the next start with the same node id).
   void TearDown() override;
 
-  // Starts the collector on collector_endpoint_ and waits until it answers.
+  // Starts the collector on collector_endpoint_ (and its HTTP API on collector_http_port_)
+  // and waits until it answers.
   void start_collector();
   // Starts fnmesh-node `name` (its dir under dir_) and waits for "ready".
   child_process& start_node(const std::string& name, std::vector<std::string> extra = {});
@@ -65,6 +66,8 @@ class mesh : public ::testing::Test {
   std::optional<nats_server> nats_;
   zmq::context_t zmq_{1};
   std::string collector_endpoint_;
+  int collector_http_port_ = 0;  // the HTTP query API; admin_token reads every tenant
+  static constexpr const char* admin_token = "mesh-test-admin-token-0123456789";
   std::unique_ptr<broker::connection> conn_;
   std::optional<child_process> collector_;
   std::map<std::string, child_process> nodes_;

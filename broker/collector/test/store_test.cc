@@ -9,12 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "broker/collector/reader.h"
 #include "broker/collector/store.h"
 #include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 namespace p = fnmesh::proto;
 using fnmesh::collector::grouping;
+using fnmesh::collector::prices;
+using fnmesh::collector::reader;
 using fnmesh::collector::store;
 using fnmesh::collector::usage_filter;
 
@@ -80,13 +83,13 @@ class batch {
 class store_test : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto opened = store::open(dir_ / "collector.db", /*synchronous_full=*/false);
-    ASSERT_TRUE(opened) << opened.error().message();
-    db_.emplace(std::move(*opened));
+    db_.emplace(store::open(dir_ / "collector.db", prices{}, /*synchronous_full=*/false));
+    rd_.emplace(reader::open(dir_ / "collector.db"));
   }
   fnmesh::test::temp_dir tmp_{"fnmesh-store"};
   const fs::path dir_ = tmp_.path();
-  std::optional<store> db_;  // closed before tmp_ is removed
+  std::optional<store> db_;  // both closed before tmp_ is removed
+  std::optional<reader> rd_;
 };
 
 record make(const std::string& id, uint32_t attempt = 1) {
@@ -114,7 +117,7 @@ TEST_F(store_test, a_batch_is_stored_and_acked_up_to_its_highest_seq) {
   EXPECT_EQ(out->duplicates, 0u);
   EXPECT_EQ(out->last_seq, 9u);
 
-  auto got = db_->activation("inv-a");
+  auto got = rd_->activation("inv-a");
   ASSERT_TRUE(got);
   ASSERT_EQ(got->size(), 1u);
   const auto& s = got->front();
@@ -127,7 +130,6 @@ TEST_F(store_test, a_batch_is_stored_and_acked_up_to_its_highest_seq) {
   EXPECT_EQ(s.node_id, "node-a");
   EXPECT_TRUE(s.cold_start);
   EXPECT_EQ(s.finished_ns, 1'000'000'000);
-  ASSERT_TRUE(s.has_usage);
   EXPECT_EQ(s.node_seq, 7u);
   EXPECT_EQ(s.billed_ms, 12);
   EXPECT_EQ(s.cpu_user_ns, 5);
@@ -136,7 +138,7 @@ TEST_F(store_test, a_batch_is_stored_and_acked_up_to_its_highest_seq) {
   EXPECT_EQ(s.source, p::AccountingSource::rusage);
   EXPECT_GT(s.recorded_ns, 0);
 
-  auto timeout = db_->activation("inv-b");
+  auto timeout = rd_->activation("inv-b");
   ASSERT_TRUE(timeout);
   ASSERT_EQ(timeout->size(), 1u);
   EXPECT_EQ(timeout->front().status, p::Status::timeout);
@@ -158,7 +160,7 @@ TEST_F(store_test, replays_are_ignored_and_counted_as_duplicates) {
   EXPECT_EQ(m->stored, 1u);
   EXPECT_EQ(m->duplicates, 1u);
 
-  auto rows = db_->usage({});
+  auto rows = rd_->usage({});
   ASSERT_TRUE(rows);
   ASSERT_EQ(rows->size(), 1u);
   EXPECT_EQ(rows->front().invocations, 3u);
@@ -184,7 +186,7 @@ TEST_F(store_test, a_completion_without_usage_is_rejected_but_acked) {
   EXPECT_EQ(out->stored, 1u);
   EXPECT_EQ(out->rejected, 1u);
   EXPECT_EQ(out->last_seq, 5u);
-  auto missing = db_->activation("no-usage");
+  auto missing = rd_->activation("no-usage");
   ASSERT_TRUE(missing);
   EXPECT_TRUE(missing->empty());
 }
@@ -196,7 +198,7 @@ TEST_F(store_test, every_attempt_is_reported_oldest_first) {
   first.status = p::Status::crashed;
   ASSERT_TRUE(db_->ingest(batch("node-b", {{1, second}}).get()));
   ASSERT_TRUE(db_->ingest(batch("node-a", {{1, first}}).get()));
-  auto got = db_->activation("retried");
+  auto got = rd_->activation("retried");
   ASSERT_TRUE(got);
   ASSERT_EQ(got->size(), 2u);
   EXPECT_EQ((*got)[0].attempt, 1u);
@@ -205,7 +207,7 @@ TEST_F(store_test, every_attempt_is_reported_oldest_first) {
   EXPECT_EQ((*got)[1].attempt, 2u);
   EXPECT_EQ((*got)[1].node_id, "node-b");
   // Each attempt is billed once.
-  auto rows = db_->usage({.group_by = grouping::node});
+  auto rows = rd_->usage({.group_by = grouping::node});
   ASSERT_TRUE(rows);
   ASSERT_EQ(rows->size(), 2u);
   EXPECT_EQ((*rows)[0].key, "node-a");
@@ -214,7 +216,7 @@ TEST_F(store_test, every_attempt_is_reported_oldest_first) {
   EXPECT_EQ((*rows)[1].invocations, 1u);
   EXPECT_EQ((*rows)[1].errors, 0u);
 
-  auto unknown = db_->activation("never-seen");
+  auto unknown = rd_->activation("never-seen");
   ASSERT_TRUE(unknown);
   EXPECT_TRUE(unknown->empty());
 }
@@ -228,13 +230,15 @@ TEST_F(store_test, usage_totals_are_exact_sums_of_random_records) {
 
   struct totals {
     uint64_t invocations = 0, errors = 0, billed_ms = 0, cpu_ns = 0, cold = 0;
-    long double gb_seconds = 0;
-    int64_t peak = 0;
+    int64_t memory_mb_ms = 0, peak = 0, cost_lambda = 0, cost_usage = 0;
   };
   std::map<std::string, totals> by_function, by_tenant, by_node, acme_by_function,
       window_by_function;
-  const int64_t t0 = 1'700'000'000'000'000'000;
-  const int64_t window_from = t0 + 1000, window_to = t0 + 3000;
+  // Three days from an hour's start; the window's bounds fall inside hours, so its sums
+  // join whole hours (usage_hourly) with records at both edges.
+  constexpr int64_t hour = 3'600'000'000'000;
+  const int64_t t0 = 1'699'999'200'000'000'000;
+  const int64_t window_from = t0 + 5 * hour + 1'234'567, window_to = t0 + 40 * hour + 7;
 
   std::vector<record> all;
   for (int i = 0; i < 3000; ++i) {
@@ -245,7 +249,7 @@ TEST_F(store_test, usage_totals_are_exact_sums_of_random_records) {
     r.function = pick(functions);
     r.node = pick(nodes);
     r.status = (rng() % 5 == 0) ? p::Status::error : p::Status::ok;
-    r.finished_ns = t0 + int64_t(rng() % 4000);
+    r.finished_ns = t0 + int64_t(rng() % uint64_t(72 * hour));
     r.billed_ms = 1 + int64_t(rng() % 900'000);
     r.memory_limit_bytes = int64_t(128 + rng() % 10113) << 20;
     r.cpu_user_ns = int64_t(rng() % 5'000'000'000ull);
@@ -259,8 +263,16 @@ TEST_F(store_test, usage_totals_are_exact_sums_of_random_records) {
       t.billed_ms += uint64_t(r.billed_ms);
       t.cpu_ns += uint64_t(r.cpu_user_ns + r.cpu_system_ns);
       t.cold += r.cold_start;
-      t.gb_seconds += (long double)r.billed_ms / 1000 * r.memory_limit_bytes / (1ll << 30);
+      t.memory_mb_ms += (r.memory_limit_bytes >> 20) * r.billed_ms;
       t.peak = std::max(t.peak, r.peak_memory_bytes);
+      const auto cost = prices{}.of({.billed_ms = r.billed_ms,
+                                     .memory_limit_bytes = r.memory_limit_bytes,
+                                     .cpu_ns = r.cpu_user_ns + r.cpu_system_ns,
+                                     .peak_memory_bytes = r.peak_memory_bytes,
+                                     .wall_ns = 2000,
+                                     .network_bytes = 30});
+      t.cost_lambda += cost.lambda_pusd;
+      t.cost_usage += cost.usage_pusd;
     };
     add(by_function[r.function]);
     add(by_tenant[r.tenant]);
@@ -287,7 +299,7 @@ TEST_F(store_test, usage_totals_are_exact_sums_of_random_records) {
   EXPECT_EQ(duplicates, all.size());
 
   auto check = [&](const usage_filter& f, const std::map<std::string, totals>& want) {
-    auto rows = db_->usage(f);
+    auto rows = rd_->usage(f);
     ASSERT_TRUE(rows) << rows.error().message();
     ASSERT_EQ(rows->size(), want.size());
     auto it = want.begin();
@@ -300,8 +312,10 @@ TEST_F(store_test, usage_totals_are_exact_sums_of_random_records) {
       EXPECT_EQ(row.cpu_ns, it->second.cpu_ns);
       EXPECT_EQ(row.cold_starts, it->second.cold);
       EXPECT_EQ(row.peak_memory_bytes, it->second.peak);
-      EXPECT_NEAR(row.gb_seconds, double(it->second.gb_seconds),
-                  double(it->second.gb_seconds) * 1e-12);
+      EXPECT_EQ(row.memory_mb_ms, it->second.memory_mb_ms);
+      EXPECT_EQ(row.cost_lambda_pusd, it->second.cost_lambda);
+      EXPECT_EQ(row.cost_usage_pusd, it->second.cost_usage);
+      EXPECT_EQ(row.network_bytes, int64_t(it->second.invocations) * 30);
       ++it;
     }
   };
@@ -312,7 +326,7 @@ TEST_F(store_test, usage_totals_are_exact_sums_of_random_records) {
   check({.since_ns = window_from, .until_ns = window_to, .group_by = grouping::function},
         window_by_function);
   std::map<std::string, totals> one{{"ocr", by_function["ocr"]}};
-  check({.function = "ocr"}, one);
+  check({.function = "ocr", .group_by = grouping::function}, one);
 }
 
 TEST_F(store_test, hour_and_day_groupings_use_the_finish_time_in_utc) {
@@ -321,12 +335,12 @@ TEST_F(store_test, hour_and_day_groupings_use_the_finish_time_in_utc) {
   record b = make("b");
   b.finished_ns = a.finished_ns + 3'600'000'000'000 + 5;  // 01:00:00Z
   ASSERT_TRUE(db_->ingest(batch("n", {{1, a}, {2, b}}).get()));
-  auto hours = db_->usage({.group_by = grouping::hour});
+  auto hours = rd_->usage({.group_by = grouping::hour});
   ASSERT_TRUE(hours);
   ASSERT_EQ(hours->size(), 2u);
   EXPECT_EQ((*hours)[0].key, "2025-11-27T00:00Z");
   EXPECT_EQ((*hours)[1].key, "2025-11-27T01:00Z");
-  auto days = db_->usage({.group_by = grouping::day});
+  auto days = rd_->usage({.group_by = grouping::day});
   ASSERT_TRUE(days);
   ASSERT_EQ(days->size(), 1u);
   EXPECT_EQ((*days)[0].key, "2025-11-27");
@@ -335,7 +349,8 @@ TEST_F(store_test, hour_and_day_groupings_use_the_finish_time_in_utc) {
 
 TEST(grouping, names_parse_and_unknown_ones_do_not) {
   using fnmesh::collector::parse_grouping;
-  EXPECT_EQ(parse_grouping(""), grouping::function);
+  EXPECT_EQ(parse_grouping("function"), grouping::function);
+  EXPECT_FALSE(parse_grouping(""));
   EXPECT_EQ(parse_grouping("tenant"), grouping::tenant);
   EXPECT_EQ(parse_grouping("node"), grouping::node);
   EXPECT_FALSE(parse_grouping("color"));
@@ -343,22 +358,115 @@ TEST(grouping, names_parse_and_unknown_ones_do_not) {
 
 TEST_F(store_test, data_survives_reopening_the_database) {
   ASSERT_TRUE(db_->ingest(batch("n", {{1, make("kept")}}).get()));
+  rd_.reset();
   db_.reset();
-  auto again = store::open(dir_ / "collector.db");
-  ASSERT_TRUE(again);
-  auto got = again->activation("kept");
-  ASSERT_TRUE(got);
-  EXPECT_EQ(got->size(), 1u);
-  auto replay = again->ingest(batch("n", {{1, make("kept")}}).get());
+  auto again = store::open(dir_ / "collector.db", prices{});
+  auto replay = again.ingest(batch("n", {{1, make("kept")}}).get());
   ASSERT_TRUE(replay);
   EXPECT_EQ(replay->duplicates, 1u);
+  auto got = reader::open(dir_ / "collector.db").activation("kept");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->size(), 1u);
 }
 
-TEST_F(store_test, a_file_that_is_not_a_database_is_refused) {
+// The one-line reason a store refuses to open `path`.
+std::string refusal(const fs::path& path) {
+  try {
+    store::open(path, prices{});
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "(opened)";
+}
+
+TEST_F(store_test, a_file_that_is_not_a_database_is_refused_and_left_alone) {
   const auto junk = dir_ / "junk.db";
   std::ofstream(junk) << std::string(4096, 'x');
-  auto opened = store::open(junk);
-  ASSERT_FALSE(opened);
-  EXPECT_EQ(opened.error().category(), fnmesh::collector::sqlite_category());
-  EXPECT_FALSE(store::open(dir_).has_value());  // a directory
+  EXPECT_EQ(refusal(junk), "database " + junk.string() +
+                               ": not an SQLite database (move it aside or pass another --db)");
+  EXPECT_EQ(fs::file_size(junk), 4096u);
+  EXPECT_NE(refusal(dir_).find("cannot"), std::string::npos) << refusal(dir_);  // a directory
+}
+
+TEST_F(store_test, a_corrupt_database_is_refused_with_the_integrity_check_verdict) {
+  std::vector<std::pair<uint64_t, record>> items;
+  for (uint64_t i = 1; i <= 2000; ++i) items.emplace_back(i, make("c-" + std::to_string(i)));
+  ASSERT_TRUE(db_->ingest(batch("n", items).get()));
+  rd_.reset();
+  db_.reset();
+  const auto path = dir_ / "collector.db";
+  // Closing the last connection folded the WAL into the file. Scribble over the page
+  // headers in its middle (not the file header).
+  const auto size = fs::file_size(path);
+  ASSERT_GT(size, 64u * 1024);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    for (uint64_t at = size / 4 / 4096 * 4096; at < size * 3 / 4; at += 4096) {
+      f.seekp(std::streamoff(at));
+      f << "garbage garbage garbage garbage";
+    }
+  }
+  const auto why = refusal(path);
+  EXPECT_TRUE(why.starts_with("database " + path.string() + ": ")) << why;
+  EXPECT_TRUE(why.find("corrupt") != std::string::npos ||
+              why.find("malformed") != std::string::npos) << why;
+}
+
+TEST_F(store_test, expired_outputs_are_cleared_and_usage_stays) {
+  record old_one = make("old");
+  old_one.finished_ns = 1'000'000'000;
+  record fresh = make("fresh");
+  fresh.finished_ns = 9'000'000'000;
+  ASSERT_TRUE(db_->ingest(batch("n", {{1, old_one}, {2, fresh}}).get()));
+  auto cleared = db_->expire_outputs(5'000'000'000);
+  ASSERT_TRUE(cleared);
+  EXPECT_EQ(*cleared, 1u);
+  auto old_got = rd_->activation("old");
+  ASSERT_TRUE(old_got);
+  ASSERT_EQ(old_got->size(), 1u);
+  EXPECT_TRUE(old_got->front().output_expired);
+  EXPECT_TRUE(old_got->front().output.empty());
+  auto fresh_got = rd_->activation("fresh");
+  ASSERT_TRUE(fresh_got);
+  EXPECT_FALSE(fresh_got->front().output_expired);
+  EXPECT_EQ(std::string(fresh_got->front().output.begin(), fresh_got->front().output.end()), "out");
+  // A replayed attempt older than the retention arrives expired.
+  record late = make("late");
+  late.finished_ns = 2'000'000'000;
+  ASSERT_TRUE(db_->ingest(batch("n", {{3, late}}).get()));
+  EXPECT_TRUE(rd_->activation("late")->front().output_expired);
+  auto rows = rd_->usage({.group_by = grouping::function});
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ(rows->front().invocations, 3);
+}
+
+TEST_F(store_test, activations_are_listed_newest_first_with_filters) {
+  std::vector<std::pair<uint64_t, record>> items;
+  for (uint64_t i = 1; i <= 10; ++i) {
+    record r = make("list-" + std::to_string(i));
+    r.finished_ns = int64_t(i) * 1'000'000'000;
+    r.status = i % 3 == 0 ? p::Status::error : p::Status::ok;
+    r.function = i % 2 == 0 ? "even" : "odd";
+    items.emplace_back(i, r);
+  }
+  ASSERT_TRUE(db_->ingest(batch("n", items).get()));
+  auto ids = [&](const fnmesh::collector::activation_filter& f) {
+    std::vector<std::string> out;
+    auto got = rd_->activations(f);
+    EXPECT_TRUE(got);
+    if (got)
+      for (const auto& a : *got) {
+        EXPECT_TRUE(a.output.empty());
+        EXPECT_EQ(a.output_bytes, 3);
+        out.push_back(a.invocation_id);
+      }
+    return out;
+  };
+  using v = std::vector<std::string>;
+  EXPECT_EQ(ids({.limit = 3}), (v{"list-10", "list-9", "list-8"}));
+  EXPECT_EQ(ids({.status = "error"}), (v{"list-9", "list-6", "list-3"}));
+  EXPECT_EQ(ids({.function = "even", .status = "error"}), (v{"list-6"}));
+  EXPECT_EQ(ids({.since_ns = 4'000'000'000, .until_ns = 6'000'000'000}), (v{"list-5", "list-4"}));
+  EXPECT_EQ(ids({.tenant = "nobody"}), v{});
 }
