@@ -58,8 +58,8 @@ struct prices {
   static prices load(const std::filesystem::path& file);
   static prices parse(std::string_view yaml, const std::string& file);
 
-  // Both models' cost of one attempt. Never overflows for any int64 inputs up to
-  // 1e15 (the products are taken in 128 bits).
+  // Both models' cost of one attempt. Never overflows (the products are taken in 128
+  // bits); a cost beyond int64 is capped at INT64_MAX.
   costs of(const metered& m) const noexcept;
 };
 
