@@ -1,5 +1,7 @@
 #include "tools/cli.h"
 
+#include <yaml-cpp/yaml.h>
+
 #include <charconv>
 #include <cstdio>
 #include <fstream>
@@ -13,6 +15,11 @@ void context::add_global_options(CLI::App& app) {
   app.add_option("--collector", collector_, "billing collector endpoint (tcp://HOST:PORT)")
       ->envname("FNMESH_COLLECTOR")
       ->type_name("ENDPOINT");
+  app.add_option("--collector-http", collector_http_, "the collector's HTTP API (http://HOST:PORT)")
+      ->envname("FNMESH_COLLECTOR_HTTP")
+      ->type_name("URL");
+  app.add_option("--token", token_, "bearer token for the collector's HTTP API (default: the mesh's admin token)")
+      ->envname("FNMESH_TOKEN");
   app.add_option("--home", home_, "where `up` keeps logs, pids and data (default ./.fnmesh)")
       ->envname("FNMESH_HOME")
       ->type_name("DIR");
@@ -37,6 +44,26 @@ std::string context::collector_endpoint() const {
   if (auto status = read_status(home()); status && status->contains("collector"))
     return (*status)["collector"].get<std::string>();
   return std::string(default_collector);
+}
+
+std::string context::collector_http() const {
+  if (!collector_http_.empty()) return collector_http_;
+  if (auto status = read_status(home()); status && status->contains("collector_http"))
+    return (*status)["collector_http"].get<std::string>();
+  return std::string(default_collector_http);
+}
+
+std::string context::collector_token() const {
+  if (!token_.empty()) return token_;
+  auto status = read_status(home());
+  if (!status || !status->contains("collector_tokens")) return "";
+  try {
+    const YAML::Node admin = YAML::LoadFile((*status)["collector_tokens"].get<std::string>())["admin"];
+    if (admin.IsSequence() && admin.size() > 0) return admin[0].as<std::string>();
+  } catch (const YAML::Exception&) {
+    // unreadable: no token, and the collector's 401 says so
+  }
+  return "";
 }
 
 std::unique_ptr<broker::connection> context::connect() const {

@@ -20,6 +20,7 @@ namespace fnmesh::cli {
 
 inline constexpr std::string_view default_nats = "nats://127.0.0.1:4222";
 inline constexpr std::string_view default_collector = "tcp://127.0.0.1:7700";
+inline constexpr std::string_view default_collector_http = "http://127.0.0.1:7701";
 
 // The global options and how they resolve (flag, env, status.json, default).
 // Owns only option strings; one per process, read from the main thread.
@@ -33,6 +34,12 @@ class context {
   std::string nats_url() const;
   // --collector, else $FNMESH_COLLECTOR, else status.json, else default.
   std::string collector_endpoint() const;
+  // The collector's HTTP API: --collector-http, else $FNMESH_COLLECTOR_HTTP, else
+  // status.json's collector_http, else default_collector_http.
+  std::string collector_http() const;
+  // The bearer token for it: --token, else $FNMESH_TOKEN, else the first `admin` token of
+  // the tokens file status.json names (collector_tokens), else "" (the collector says 401).
+  std::string collector_token() const;
   const std::string& log_level() const { return log_level_; }
 
   // Connects to NATS, or prints one line naming the URL and returns nullptr.
@@ -45,6 +52,8 @@ class context {
   std::string home_;
   std::string nats_;
   std::string collector_;
+  std::string collector_http_;
+  std::string token_;
   std::string log_level_ = "warn";
 };
 
@@ -59,7 +68,7 @@ void add_mesh_commands(CLI::App& app, context& ctx, command_list& out);      // 
 void add_deploy_commands(CLI::App& app, context& ctx, command_list& out);    // deploy, ls, rm
 void add_invoke_command(CLI::App& app, context& ctx, command_list& out);     // invoke
 void add_publish_command(CLI::App& app, context& ctx, command_list& out);    // publish
-void add_collector_commands(CLI::App& app, context& ctx, command_list& out); // result, billing
+void add_collector_commands(CLI::App& app, context& ctx, command_list& out); // billing, activations, result
 void add_nodes_command(CLI::App& app, context& ctx, command_list& out);      // nodes
 void add_bench_command(CLI::App& app, context& ctx, command_list& out);      // bench
 void add_logs_command(CLI::App& app, context& ctx, command_list& out);       // logs

@@ -27,35 +27,59 @@ struct up_options {
   std::string ports;
   int nats_port = 4222;
   int collector_port = 7700;
+  int collector_http_port = 7701;
   int http_port = 8080;
   unsigned slots = 0;
   bool no_bpf = false;
   int wait_s = 30;
 };
 
+// 16 random bytes in hex.
+result<std::string> random_hex() {
+  unsigned char bytes[16];
+  std::ifstream random("/dev/urandom", std::ios::binary);
+  if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes)) return fail_errno(errno);
+  std::string hex;
+  for (unsigned char b : bytes) hex += "0123456789abcdef"[b >> 4], hex += "0123456789abcdef"[b & 15];
+  return hex;
+}
+
+// `text` as `file`, readable by the owner only.
+result<void> write_secret(const fs::path& file, const std::string& text) {
+  const fs::path tmp = file.string() + ".tmp";
+  ::unlink(tmp.c_str());  // a leftover could have other permissions
+  unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd || ::write(fd.get(), text.data(), text.size()) != ssize_t(text.size()) ||
+      ::close(fd.release()) != 0 || ::rename(tmp.c_str(), file.c_str()) != 0)
+    return fail_errno(errno);
+  return {};
+}
+
 // The http adapter's API keys for this mesh home: made once (tenant default, one random
 // key), readable by the owner only. Returns the default tenant's first key.
 result<std::string> ensure_api_keys(const fs::path& file) {
-  auto system_error = [] { return std::unexpected(std::error_code(errno, std::system_category())); };
   if (!fs::exists(file)) {
-    unsigned char bytes[16];
-    std::ifstream random("/dev/urandom", std::ios::binary);
-    if (!random.read(reinterpret_cast<char*>(bytes), sizeof bytes)) return system_error();
-    std::string key = "fnk-";
-    for (unsigned char b : bytes) key += "0123456789abcdef"[b >> 4], key += "0123456789abcdef"[b & 15];
-    const std::string text = "# fnmesh-http API keys: tenant: [keys] (Authorization: Bearer <key>)\n"
-                             "default: [" + key + "]\n";
-    const fs::path tmp = file.string() + ".tmp";
-    ::unlink(tmp.c_str());  // a leftover could have other permissions
-    unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd || ::write(fd.get(), text.data(), text.size()) != ssize_t(text.size()) ||
-        ::close(fd.release()) != 0 || ::rename(tmp.c_str(), file.c_str()) != 0)
-      return system_error();
+    auto key = random_hex();
+    if (!key) return std::unexpected(key.error());
+    auto written = write_secret(file, "# fnmesh-http API keys: tenant: [keys] (Authorization: Bearer <key>)\n"
+                                      "default: [fnk-" + *key + "]\n");
+    if (!written) return std::unexpected(written.error());
   }
   std::ifstream in(file);
   for (std::string line; std::getline(in, line);)
     if (line.starts_with("default: [")) return line.substr(10, line.find_first_of(",]") - 10);
   return std::string();
+}
+
+// The collector's query tokens, made once: a random admin token (the CLI's, sees every
+// tenant) and the default tenant's API key, so that the key also reads its own billing.
+result<void> ensure_collector_tokens(const fs::path& file, const std::string& default_key) {
+  if (fs::exists(file)) return {};
+  auto admin = random_hex();
+  if (!admin) return std::unexpected(admin.error());
+  return write_secret(file, "# fnmesh-collector query tokens: tenant: [tokens] (Authorization: Bearer "
+                            "<token>); admin sees every tenant\nadmin: [" + *admin + "]\n" +
+                            (default_key.empty() ? "" : "default: [" + default_key + "]\n"));
 }
 
 // Polls `ready` until it holds, `running` fails, or the time is up.
@@ -162,12 +186,14 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   }
 
   int nats_port = o.nats_port, collector_port = o.collector_port, http_port = o.http_port;
+  int collector_http_port = o.collector_http_port;
   if (o.ports == "auto") {
-    auto free = pick_free_ports(3);
+    auto free = pick_free_ports(4);
     if (!free) return fail("cannot pick free ports: " + free.error().message());
     if (cmd.count("--nats-port") == 0) nats_port = (*free)[0];
     if (cmd.count("--collector-port") == 0) collector_port = (*free)[1];
     if (cmd.count("--http-port") == 0) http_port = (*free)[2];
+    if (cmd.count("--collector-http-port") == 0) collector_http_port = (*free)[3];
   } else if (!o.ports.empty()) {
     return fail("--ports takes only \"auto\"");
   }
@@ -184,7 +210,7 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   const bool with_http = ::access(http_bin.c_str(), X_OK) == 0;
 
   for (auto [port, flag] : {std::pair{nats_port, "--nats-port"}, {collector_port, "--collector-port"},
-                            {http_port, "--http-port"}}) {
+                            {collector_http_port, "--collector-http-port"}, {http_port, "--http-port"}}) {
     if (std::string_view(flag) == "--http-port" && !with_http) continue;
     if (!port_free(port))
       return fail("port " + std::to_string(port) + " on 127.0.0.1 is in use: choose another with " +
@@ -199,16 +225,21 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
 
   const std::string nats_url = "nats://127.0.0.1:" + std::to_string(nats_port);
   const std::string collector_ep = "tcp://127.0.0.1:" + std::to_string(collector_port);
+  const std::string collector_http = "http://127.0.0.1:" + std::to_string(collector_http_port);
   const std::string http_url = "http://127.0.0.1:" + std::to_string(http_port);
-  json endpoints = {{"nats", nats_url}, {"collector", collector_ep}};
   const fs::path keys_file = home / "api-keys.yml";
-  std::string api_key;
+  const fs::path tokens_file = home / "collector-tokens.yml";
+  json endpoints = {{"nats", nats_url},
+                    {"collector", collector_ep},
+                    {"collector_http", collector_http},
+                    {"collector_tokens", tokens_file.string()}};
+  const auto api_key = ensure_api_keys(keys_file);
+  if (!api_key) return fail("cannot write " + keys_file.string() + ": " + api_key.error().message());
+  if (auto ok = ensure_collector_tokens(tokens_file, *api_key); !ok)
+    return fail("cannot write " + tokens_file.string() + ": " + ok.error().message());
   if (with_http) {
     endpoints["http"] = http_url;
     endpoints["api_keys"] = keys_file.string();
-    auto key = ensure_api_keys(keys_file);
-    if (!key) return fail("cannot write " + keys_file.string() + ": " + key.error().message());
-    api_key = *key;
   }
   mesh_start mesh(home, endpoints);
   const auto wait_limit = std::chrono::seconds(o.wait_s);
@@ -235,13 +266,14 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   // 2. The billing collector.
   daemon_process collector{"fnmesh-collector", collector_bin,
                            {"--listen", collector_ep, "--db", (home / "collector.db").string(),
-                            "--log-level", log_level},
+                            "--http-listen", "127.0.0.1:" + std::to_string(collector_http_port), "--tokens",
+                            tokens_file.string(), "--log-level", log_level},
                            collector_ep};
   if (auto ok = mesh.start(collector); !ok) return mesh.abort(collector.name, "could not start: " + ok.error().message());
   const pid_t collector_pid = mesh.last().pid;
-  if (!wait_for([&] { return port_answers(collector_port); }, [&] { return child_running(collector_pid); },
-                wait_limit))
-    return mesh.abort(collector.name, "did not listen on " + collector_ep);
+  if (!wait_for([&] { return port_answers(collector_port) && port_answers(collector_http_port); },
+                [&] { return child_running(collector_pid); }, wait_limit))
+    return mesh.abort(collector.name, "did not listen on " + collector_ep + " and " + collector_http);
 
   // 3. One node: up once its heartbeat is in KV FNMESH_NODES.
   const int64_t node_started_ns = unix_now_ns();
@@ -293,10 +325,11 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
 
   mesh.write(true);
   std::printf("mesh is up (state in %s)\n", home.c_str());
-  std::printf("  nats       %s\n  collector  %s\n", nats_url.c_str(), collector_ep.c_str());
+  std::printf("  nats       %s\n  collector  %s  (billing API %s; tokens in %s)\n", nats_url.c_str(),
+              collector_ep.c_str(), collector_http.c_str(), tokens_file.c_str());
   if (with_http)
     std::printf("  http       %s  (Authorization: Bearer %s; keys in %s)\n", http_url.c_str(),
-                api_key.c_str(), keys_file.c_str());
+                api_key->c_str(), keys_file.c_str());
   std::printf("  node       %s\n", std::string(node_id).c_str());
   for (const auto& name : not_built) std::printf("  (%s not built: its triggers do not fire)\n", name.c_str());
   return 0;
@@ -369,6 +402,8 @@ void add_mesh_commands(CLI::App& app, context& ctx, command_list& out) {
       ->check(CLI::IsMember({"auto"}));
   up->add_option("--nats-port", o->nats_port, "NATS client port")->capture_default_str();
   up->add_option("--collector-port", o->collector_port, "collector ZeroMQ port")->capture_default_str();
+  up->add_option("--collector-http-port", o->collector_http_port, "collector HTTP API port (billing queries)")
+      ->capture_default_str();
   up->add_option("--http-port", o->http_port, "HTTP adapter port")->capture_default_str();
   up->add_option("--slots", o->slots, "the node's slots (default: the node's own)");
   up->add_flag("--no-bpf", o->no_bpf, "the node counts CPU with cgroups, not the BPF meter (no kernel CPU budgets)");

@@ -34,7 +34,7 @@ if "$fnmesh" status >/dev/null 2>&1; then
   "$fnmesh" status
 else
   "$fnmesh" down >/dev/null 2>&1 || true  # what is left of a mesh that died
-  if listening 4222 || listening 7700 || listening 8080; then
+  if listening 4222 || listening 7700 || listening 7701 || listening 8080; then
     run "$fnmesh" up --ports auto            # the default ports are taken
   else
     run "$fnmesh" up
@@ -82,8 +82,9 @@ for _ in $(seq 1 100); do
 done
 run "$fnmesh" result "$id"
 
-step "billing"
+step "billing (the collector's HTTP API)"
 run "$fnmesh" billing --since 1h
+run "$fnmesh" activations --limit 5
 
 echo
 stop="$fnmesh down"

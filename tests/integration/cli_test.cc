@@ -1,6 +1,8 @@
 // The fnmesh CLI as a user runs it: `fnmesh up --ports auto` starts a whole local mesh in
 // a temp FNMESH_HOME, the examples are deployed and invoked through the CLI, bad input gets
-// its one clear line, and `fnmesh down` leaves no process behind.
+// its one clear line, and `fnmesh down` leaves no process behind. Then billing,
+// activations and result against a collector alone, holding attempts whose totals and
+// costs are worked out here by hand.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -9,14 +11,25 @@
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
 
+#include "broker/client/collector_client.h"
+#include "common/clock.h"
+#include "flatbuffers/proto.h"
+#include "tests/support/child_process.h"
 #include "tests/support/cli_run.h"
-#include "tests/support/mesh.h"
 #include "tests/support/eventually.h"
+#include "tests/support/http_exchange.h"
+#include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tree.h"
 
 namespace fs = std::filesystem;
+namespace p = fnmesh::proto;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using fnmesh::test::cli_run;
@@ -70,6 +83,8 @@ class cli : public ::testing::Test {
     ::setenv("FNMESH_HOME", (home_->path() / "home").c_str(), 1);
     ::unsetenv("FNMESH_NATS");
     ::unsetenv("FNMESH_COLLECTOR");
+    ::unsetenv("FNMESH_COLLECTOR_HTTP");
+    ::unsetenv("FNMESH_TOKEN");
     up_ = new cli_run(run({"up", "--ports", "auto"}, 120));
   }
   static void TearDownTestSuite() {
@@ -92,6 +107,33 @@ class cli : public ::testing::Test {
 };
 fnmesh::test::temp_dir* cli::home_ = nullptr;
 cli_run* cli::up_ = nullptr;
+
+TEST_F(cli, up_writes_the_collector_tokens_and_billing_needs_no_flags) {
+  const fs::path home = home_->path() / "home";
+  const fs::path tokens = home / "collector-tokens.yml";
+  ASSERT_TRUE(fs::exists(tokens));
+  EXPECT_EQ(fs::status(tokens).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+  const std::string text = slurp(tokens);
+  EXPECT_NE(text.find("\nadmin: ["), std::string::npos) << text;
+  // The API key of the default tenant reads that tenant's billing too.
+  const std::string keys = slurp(home / "api-keys.yml");
+  const size_t at = keys.find("default: [");
+  ASSERT_NE(at, std::string::npos) << keys;
+  const std::string key = keys.substr(at + 10, keys.find(']', at) - at - 10);
+  EXPECT_NE(text.find("default: [" + key + "]"), std::string::npos) << text;
+
+  const json status = json::parse(slurp(home / "status.json"));
+  EXPECT_TRUE(status.at("collector_http").get<std::string>().starts_with("http://127.0.0.1:")) << status.dump();
+  EXPECT_EQ(status.at("collector_tokens").get<std::string>(), tokens.string());
+  EXPECT_NE(up_->out.find(status.at("collector_http").get<std::string>()), std::string::npos) << describe(*up_);
+
+  auto billing = run({"billing"});
+  ASSERT_EQ(billing.exit_code, 0) << describe(billing);
+  EXPECT_TRUE(billing.out.starts_with("FUNCTION ")) << describe(billing);
+  EXPECT_EQ(words_of(lines_of(billing.out).back()).at(0), "TOTAL") << describe(billing);
+  auto as_tenant = run({"billing", "--token", key});
+  EXPECT_EQ(as_tenant.exit_code, 0) << describe(as_tenant);
+}
 
 TEST_F(cli, status_json_lists_every_component_alive) {
   auto r = run({"status", "--json"});
@@ -138,7 +180,8 @@ TEST_F(cli, deploy_and_invoke_hello) {
   EXPECT_NE(ls.out.find("hello"), std::string::npos) << describe(ls);
   EXPECT_NE(ls.out.find("python3"), std::string::npos) << describe(ls);
 
-  EXPECT_TRUE(eventually([&] { return run({"billing", "--json"}).out.find("\"hello\"") != std::string::npos; }, 15s));
+  EXPECT_TRUE(eventually(
+      [&] { return run({"billing", "--format", "json"}).out.find("\"hello\"") != std::string::npos; }, 15s));
   // The table shows what was used (CPU seconds, peak memory) beside what is billed.
   auto billing = run({"billing", "--function", "hello"});
   ASSERT_EQ(billing.exit_code, 0) << describe(billing);
@@ -146,7 +189,7 @@ TEST_F(cli, deploy_and_invoke_hello) {
   ASSERT_EQ(table.size(), 3u) << describe(billing);  // header, hello, TOTAL
   const auto header = words_of(table[0]), hello = words_of(table[1]);
   ASSERT_EQ(header, (std::vector<std::string>{"FUNCTION", "INVOCATIONS", "ERRORS", "BILLED_MS", "GB_S", "CPU_S",
-                                              "PEAK_MB", "COLD_STARTS"}))
+                                              "PEAK_MB", "NET_MB", "COLD", "COST_USD"}))
       << describe(billing);
   ASSERT_EQ(hello.size(), header.size()) << describe(billing);
   EXPECT_NE(hello[0].find("hello"), std::string::npos) << describe(billing);
@@ -154,7 +197,7 @@ TEST_F(cli, deploy_and_invoke_hello) {
   // A python3 sandbox's peak: the interpreter alone is several MB, and it is under its 128 MB.
   EXPECT_GT(std::stod(hello[6]), 1.0) << "PEAK_MB\n" << describe(billing);
   EXPECT_LT(std::stod(hello[6]), 128.0) << "PEAK_MB\n" << describe(billing);
-  const json rows = json::parse(run({"billing", "--function", "hello", "--json"}).out);
+  const json rows = json::parse(run({"billing", "--function", "hello", "--format", "json"}).out).at("rows");
   ASSERT_EQ(rows.size(), 1u) << rows.dump();
   EXPECT_NEAR(rows[0].at("peak_memory_bytes").get<double>() / (1 << 20), std::stod(hello[6]), 0.05) << rows.dump();
 }
@@ -235,6 +278,274 @@ TEST_F(cli, zz_down_leaves_no_process) {
   EXPECT_TRUE(fs::is_empty(home_->path() / "home/run"));
   auto after = run({"status"});
   EXPECT_NE(after.exit_code, 0) << describe(after);
+}
+
+// What one attempt the billing tests store says.
+struct stored_attempt {
+  std::string id;
+  uint32_t attempt = 1;
+  std::string function;
+  p::Status status = p::Status::ok;
+  int64_t billed_ms = 0;
+  int64_t memory_mb = 128;
+  int64_t cpu_ns = 0;
+  int64_t net_tx_bytes = 0;
+  bool cold_start = false;
+  std::string error;
+  std::string output;
+};
+
+// Five attempts of tenant default, each with a 64 MiB peak over a wall time equal to its
+// billed time. Lambda model: billed_ms x MB x 16,666,700 pUSD / 1,024,000 + 200,000 per
+// request; usage model: CPU s x 11,244,444 + peak GB-s x 1,234,722 + net GB x 9e10 + 200,000.
+const std::vector<stored_attempt> attempts = {
+    // lambda 16,866,700; usage 2,811,111 + 77,170 + 87,890,625 + 200,000
+    {"01JCLITEST0000000000000001", 1, "resize", p::Status::ok, 1000, 1024, 250'000'000, 1 << 20, true, "", "resized"},
+    // lambda 8,533,350; usage 1,124,444 + 38,585 + 200,000
+    {"01JCLITEST0000000000000002", 1, "resize", p::Status::error, 500, 1024, 100'000'000, 0, false, "boom: bad image", ""},
+    // lambda 408,334; usage 562,222 + 7,717 + 200,000
+    {"01JCLITEST0000000000000003", 1, "thumb", p::Status::ok, 100, 128, 50'000'000, 0, false, "", "thumb-1"},
+    // lambda 616,668; usage 15,434 + 200,000
+    {"01JCLITEST0000000000000004", 1, "thumb", p::Status::timeout, 200, 128, 0, 0, false, "timed out after 3 s", ""},
+    // lambda 408,334; usage 7,717 + 200,000
+    {"01JCLITEST0000000000000004", 2, "thumb", p::Status::ok, 100, 128, 0, 0, false, "", "thumb-2"},
+};
+constexpr std::string_view admin_token = "admin-token-0123456789abcdef";
+
+// One second apart, the last finished 10 s ago.
+std::vector<uint8_t> completion_of(const stored_attempt& a, uint64_t seq, int64_t finished_ns) {
+  flatbuffers::FlatBufferBuilder b;
+  const int64_t wall_ns = a.billed_ms * 1'000'000;
+  p::Timings t(finished_ns - wall_ns - 1'000'000, finished_ns - wall_ns, finished_ns);
+  auto result = p::CreateResult(b, b.CreateString(a.id), a.status,
+                                b.CreateVector(reinterpret_cast<const uint8_t*>(a.output.data()), a.output.size()),
+                                b.CreateString(a.error), b.CreateString("node-1"), a.cold_start, &t, a.attempt, 0,
+                                b.CreateString("text/plain"));
+  auto usage = p::CreateUsage(b, b.CreateString(a.id), a.attempt, b.CreateString("default"),
+                              b.CreateString(a.function), b.CreateString("node-1"), seq, wall_ns, a.cpu_ns, 0,
+                              64 << 20, a.memory_mb << 20, 0, a.net_tx_bytes, a.cold_start, a.billed_ms,
+                              p::AccountingSource::rusage, p::Trigger::cli);
+  b.Finish(p::CreateCompletion(b, result, usage));
+  return {b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize()};
+}
+
+// A usage row (table words or CSV fields) with GB_S, an exact decimal, as the shortest
+// form of its value: "1.500000000" and "1.5" are the same GB-s.
+std::vector<std::string> usage_cells(std::vector<std::string> cells) {
+  if (cells.size() > 4 && cells[4].find('.') != std::string::npos) {
+    while (cells[4].ends_with('0')) cells[4].pop_back();
+    if (cells[4].ends_with('.')) cells[4].pop_back();
+  }
+  return cells;
+}
+
+std::vector<std::string> csv_fields(const std::string& line) {
+  std::vector<std::string> fields;
+  std::istringstream in(line);
+  for (std::string f; std::getline(in, f, ',');) fields.push_back(f);
+  return fields;
+}
+
+// A collector alone (no mesh) holding `attempts`, and the CLI pointed at its HTTP API.
+class cli_billing : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fnmesh::test::temp_dir("fnmesh-cli-billing");
+    const fs::path dir = dir_->path();
+    std::ofstream(dir / "tokens.yml") << "admin: [" << admin_token << "]\n";
+    collector_ = new fnmesh::test::child_process(fnmesh::test::child_process::spawn(
+        {.program = fnmesh::test::bin("fnmesh-collector"),
+         .args = {"--listen", "tcp://127.0.0.1:0", "--endpoint-file", (dir / "endpoint").string(), "--http-listen",
+                  "127.0.0.1:0", "--http-endpoint-file", (dir / "http-endpoint").string(), "--tokens",
+                  (dir / "tokens.yml").string(), "--db", (dir / "collector.db").string()},
+         .log = dir / "collector.log"}));
+    std::string endpoint;
+    ASSERT_TRUE(eventually([&] {
+      return (std::ifstream(dir / "endpoint") >> endpoint) && (std::ifstream(dir / "http-endpoint") >> url_);
+    }, 10s)) << collector_->log_text();
+    port_ = std::stoi(url_.substr(url_.rfind(':') + 1));
+
+    // One batch, acknowledged once stored.
+    flatbuffers::FlatBufferBuilder b;
+    std::vector<flatbuffers::Offset<p::SpooledCompletion>> items;
+    const int64_t last_ns = fnmesh::unix_now_ns() - 10'000'000'000;
+    for (size_t i = 0; i < attempts.size(); ++i) {
+      auto bytes = completion_of(attempts[i], i + 1, last_ns - int64_t(attempts.size() - 1 - i) * 1'000'000'000);
+      items.push_back(p::CreateSpooledCompletion(b, i + 1, b.CreateVector(bytes)));
+    }
+    auto batch = p::CreateCompletionBatch(b, b.CreateString("node-1"), b.CreateVector(items));
+    b.Finish(p::CreateCollectorRequest(b, 1, p::RequestBody::CompletionBatch, batch.Union()));
+    zmq::context_t zctx(1);
+    fnmesh::broker::collector_client client(zctx, endpoint);
+    ASSERT_TRUE(eventually([&] { return bool(client.send({b.GetBufferPointer(), b.GetSize()})); }, 10s));
+    auto reply = client.receive(10s);
+    ASSERT_TRUE(reply) << reply.error().message() << "\n" << collector_->log_text();
+    const auto* ack = reply->get().body_as_BatchAck();
+    ASSERT_TRUE(ack) << collector_->log_text();
+    ASSERT_EQ(ack->stored(), attempts.size()) << collector_->log_text();
+  }
+  static void TearDownTestSuite() {
+    delete collector_;
+    delete dir_;
+  }
+  void SetUp() override {
+    ASSERT_FALSE(url_.empty()) << "the collector did not start";
+    ::unsetenv("FNMESH_COLLECTOR_HTTP");
+    ::unsetenv("FNMESH_TOKEN");
+  }
+
+  // fnmesh <args> against this collector, with the admin token unless args give one; a
+  // home with no status.json.
+  static cli_run run(std::vector<std::string> args) {
+    static int n = 0;
+    const bool has_url = std::find(args.begin(), args.end(), "--collector-http") != args.end();
+    const bool has_token = std::find(args.begin(), args.end(), "--token") != args.end();
+    if (!has_url) args.insert(args.end(), {"--collector-http", url_});
+    if (!has_token) args.insert(args.end(), {"--token", std::string(admin_token)});
+    args.insert(args.end(), {"--home", (dir_->path() / "home").string()});
+    return fnmesh::test::run_shell(fnmesh::test::command_line(fnmesh::test::bin("fnmesh"), args),
+                                   dir_->path() / ("cli-" + std::to_string(++n)));
+  }
+
+  // The error text the collector itself answers to GET `target`.
+  static std::string collector_error(const std::string& target, int expect_status,
+                                     std::string_view token = admin_token) {
+    const auto reply = fnmesh::test::http_call(port_, "GET", target, "", true,
+                                               "Authorization: Bearer " + std::string(token) + "\r\n");
+    EXPECT_EQ(reply.status, expect_status) << reply.body;
+    return json::parse(reply.body).at("error").get<std::string>();
+  }
+
+  static fnmesh::test::temp_dir* dir_;
+  static fnmesh::test::child_process* collector_;
+  static std::string url_;
+  static int port_;
+};
+fnmesh::test::temp_dir* cli_billing::dir_ = nullptr;
+fnmesh::test::child_process* cli_billing::collector_ = nullptr;
+std::string cli_billing::url_;
+int cli_billing::port_ = 0;
+
+TEST_F(cli_billing, the_table_has_a_row_per_function_and_the_exact_total) {
+  auto r = run({"billing"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 4u) << describe(r);
+  using row = std::vector<std::string>;
+  EXPECT_EQ(words_of(lines[0]), (row{"FUNCTION", "INVOCATIONS", "ERRORS", "BILLED_MS", "GB_S", "CPU_S", "PEAK_MB",
+                                     "NET_MB", "COLD", "COST_USD"}));
+  EXPECT_EQ(usage_cells(words_of(lines[1])),
+            (row{"resize", "2", "1", "1500", "1.5", "0.350", "64.0", "1.0", "1", "0.000025400050"}));
+  EXPECT_EQ(usage_cells(words_of(lines[2])),
+            (row{"thumb", "3", "1", "400", "0.05", "0.050", "64.0", "0.0", "0", "0.000001433336"}));
+  EXPECT_EQ(usage_cells(words_of(lines[3])),
+            (row{"TOTAL", "5", "2", "1900", "1.55", "0.400", "64.0", "1.0", "1", "0.000026833386"}));
+
+  auto by_tenant = run({"billing", "--by", "tenant", "--model", "usage"});
+  ASSERT_EQ(by_tenant.exit_code, 0) << describe(by_tenant);
+  const auto tenant_lines = lines_of(by_tenant.out);
+  ASSERT_EQ(tenant_lines.size(), 3u) << describe(by_tenant);
+  EXPECT_EQ(words_of(tenant_lines[0]).at(0), "TENANT");
+  EXPECT_EQ(words_of(tenant_lines[1]).at(0), "default");
+  EXPECT_EQ(words_of(tenant_lines[2]).back(), "0.000093535025") << describe(by_tenant);
+}
+
+TEST_F(cli_billing, json_is_the_collectors_answer_and_csv_has_no_total) {
+  auto j = run({"billing", "--format", "json", "--function", "thumb"});
+  ASSERT_EQ(j.exit_code, 0) << describe(j);
+  const json body = json::parse(j.out);
+  ASSERT_EQ(body.at("rows").size(), 1u) << j.out;
+  EXPECT_EQ(body.at("total").at("invocations"), 3) << j.out;
+  EXPECT_EQ(body.at("total").at("cost_pusd"), 1'433'336) << j.out;
+  EXPECT_EQ(body.at("total").at("cost_usd"), "0.000001433336") << j.out;
+  const json usage = json::parse(run({"billing", "--format", "json", "--model", "usage"}).out);
+  EXPECT_EQ(usage.at("total").at("cost_pusd"), 93'535'025) << usage.dump();
+
+  auto c = run({"billing", "--format", "csv"});
+  ASSERT_EQ(c.exit_code, 0) << describe(c);
+  const auto lines = lines_of(c.out);
+  ASSERT_EQ(lines.size(), 3u) << describe(c);
+  using row = std::vector<std::string>;
+  EXPECT_EQ(lines[0], "FUNCTION,INVOCATIONS,ERRORS,BILLED_MS,GB_S,CPU_S,PEAK_MB,NET_MB,COLD,COST_USD");
+  EXPECT_EQ(usage_cells(csv_fields(lines[1])),
+            (row{"resize", "2", "1", "1500", "1.5", "0.350", "64.0", "1.0", "1", "0.000025400050"}));
+  EXPECT_EQ(usage_cells(csv_fields(lines[2])),
+            (row{"thumb", "3", "1", "400", "0.05", "0.050", "64.0", "0.0", "0", "0.000001433336"}));
+}
+
+TEST_F(cli_billing, a_bad_by_or_since_prints_the_collectors_400_text) {
+  auto by = run({"billing", "--by", "colour"});
+  EXPECT_EQ(by.exit_code, 1) << describe(by);
+  EXPECT_EQ(by.out, "");
+  EXPECT_EQ(by.err, "fnmesh: " + collector_error("/v1/usage?by=colour", 400) + "\n") << describe(by);
+  EXPECT_NE(by.err.find("colour"), std::string::npos) << describe(by);
+
+  auto since = run({"billing", "--since", "last tuesday"});
+  EXPECT_EQ(since.exit_code, 1) << describe(since);
+  EXPECT_EQ(since.err, "fnmesh: " + collector_error("/v1/usage?since=last%20tuesday", 400) + "\n")
+      << describe(since);
+}
+
+TEST_F(cli_billing, activations_by_status_newest_first) {
+  auto r = run({"activations", "--status", "error"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 2u) << describe(r);
+  EXPECT_EQ(words_of(lines[0]), (std::vector<std::string>{"ID", "ATTEMPT", "FUNCTION", "STATUS", "NODE", "FINISHED",
+                                                          "DURATION", "BILLED_MS", "COLD"}));
+  const auto row = words_of(lines[1]);
+  ASSERT_GE(row.size(), 5u) << describe(r);
+  EXPECT_EQ(row[0], "01JCLITEST0000000000000002");
+  EXPECT_EQ(row[2], "default/resize");
+  EXPECT_EQ(row[3], "error");
+  EXPECT_EQ(row[4], "node-1");
+
+  auto all = run({"activations", "--format", "csv", "--limit", "2"});
+  ASSERT_EQ(all.exit_code, 0) << describe(all);
+  const auto csv = lines_of(all.out);
+  ASSERT_EQ(csv.size(), 3u) << describe(all);
+  EXPECT_TRUE(csv[1].starts_with("01JCLITEST0000000000000004,2,default/thumb,ok,node-1,")) << describe(all);
+  EXPECT_TRUE(csv[2].starts_with("01JCLITEST0000000000000004,1,default/thumb,timeout,node-1,")) << describe(all);
+}
+
+TEST_F(cli_billing, result_shows_the_last_attempt_and_the_earlier_ones) {
+  auto r = run({"result", "01JCLITEST0000000000000004"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto lines = lines_of(r.out);
+  const auto has = [&](const std::string& line) { return std::find(lines.begin(), lines.end(), line) != lines.end(); };
+  EXPECT_TRUE(has("invocation  01JCLITEST0000000000000004")) << describe(r);
+  EXPECT_TRUE(has("function    default/thumb")) << describe(r);
+  EXPECT_TRUE(has("status      ok")) << describe(r);
+  EXPECT_TRUE(has("attempts    2 stored (last: attempt 2 on node-1)")) << describe(r);
+  EXPECT_TRUE(has("  attempt 1  timeout on node-1 after 200.0 ms: timed out after 3 s")) << describe(r);
+  EXPECT_TRUE(has("cost        0.000000408334 USD (lambda model), 0.000000207717 USD (usage model)")) << describe(r);
+  EXPECT_TRUE(has("output      thumb-2")) << describe(r);
+
+  const json body = json::parse(run({"result", "01JCLITEST0000000000000004", "--json"}).out);
+  EXPECT_EQ(body.at("attempts").size(), 2u) << body.dump();
+
+  auto unknown = run({"result", "01JCLITESTNOPE000000000000"});
+  EXPECT_EQ(unknown.exit_code, 1) << describe(unknown);
+  EXPECT_EQ(unknown.err, "fnmesh: not found: 01JCLITESTNOPE000000000000 (no finished attempt stored yet)\n")
+      << describe(unknown);
+}
+
+TEST_F(cli_billing, a_wrong_token_prints_the_collectors_401_text) {
+  auto r = run({"billing", "--token", "not-a-token-of-this-collector"});
+  EXPECT_EQ(r.exit_code, 1) << describe(r);
+  EXPECT_EQ(r.err, "fnmesh: " + collector_error("/v1/usage", 401, "not-a-token-of-this-collector") + "\n")
+      << describe(r);
+}
+
+TEST_F(cli_billing, a_collector_that_is_down_is_one_line_naming_the_url) {
+  const std::string down = "http://127.0.0.1:" + std::to_string(fnmesh::test::free_loopback_port());
+  for (const char* command : {"billing", "activations"}) {
+    auto r = run({command, "--collector-http", down});
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << describe(r);
+    EXPECT_NE(r.err.find(down), std::string::npos) << describe(r);
+    EXPECT_NE(r.err.find("is the mesh up? fnmesh status"), std::string::npos) << describe(r);
+  }
 }
 
 }  // namespace
