@@ -202,9 +202,10 @@ api_response api::handle(const caller& who, std::string_view path, const query_p
 }
 
 api_response api::usage(const caller& who, const query_params& given) {
-  params_of p(given, {"tenant", "function", "node", "since", "until", "by", "model"});
+  params_of p(given, {"tenant", "function", "node", "since", "until", "by", "group_by", "model"});
   if (!p.error().empty()) return refuse(400, p.error());
-  const std::string by = p.get("by", "function");
+  if (p.has("by") && p.has("group_by")) return refuse(400, "give by or group_by, not both");
+  const std::string by = p.get("by", p.get("group_by", "function"));
   const auto group = parse_grouping(by);
   if (!group) return refuse(400, "by: '" + by + "' is not a grouping (function, tenant, node, hour, day)");
   const std::string model = p.get("model", "lambda");

@@ -2,8 +2,9 @@
 // prices: what each billed quantity costs, read once at start from a YAML price file, and
 // the cost of one attempt under both billing models. Money is an integer number of
 // pico-USD (1e-12 USD): Lambda's request fee is 0.2 micro-USD and 1 ms at 128 MB costs
-// 0.002 micro-USD, too little for micro-USD. Each record's cost is rounded once, to the
-// nearest pico-USD; totals are integer sums, so they never drift. Immutable after load.
+// 0.002 micro-USD, too little for micro-USD. Each part of a record's cost is rounded once,
+// to the nearest pico-USD; totals are integer sums, so they never drift. Immutable after
+// load.
 //
 //   lambda:                 # billed duration (rounded up to 1 ms) x configured memory
 //     gb_second: 0.0000166667

@@ -138,7 +138,8 @@ void check_or_create(sqlite3* db, const std::filesystem::path& path) {
   auto check = prepare(db, "PRAGMA quick_check(1)");
   if (!check) throw open_failure(path, "integrity check failed to run: " + check.error().message());
   const int rc = sqlite3_step(check->get());
-  const std::string verdict = rc == SQLITE_ROW ? column_text(check->get(), 0) : sqlite3_errmsg(db);
+  std::string verdict = rc == SQLITE_ROW ? column_text(check->get(), 0) : sqlite3_errmsg(db);
+  std::replace(verdict.begin(), verdict.end(), '\n', ' ');  // one line on stderr
   if (verdict != "ok")
     throw open_failure(path, "corrupt (" + verdict +
                                  "); refusing to use it: move it aside and restart (the nodes "
