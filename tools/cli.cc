@@ -12,9 +12,6 @@ void context::add_global_options(CLI::App& app) {
   app.add_option("--nats", nats_, "NATS URL(s), comma-separated")
       ->envname("FNMESH_NATS")
       ->type_name("URL");
-  app.add_option("--collector", collector_, "billing collector endpoint (tcp://HOST:PORT)")
-      ->envname("FNMESH_COLLECTOR")
-      ->type_name("ENDPOINT");
   app.add_option("--collector-http", collector_http_, "the collector's HTTP API (http://HOST:PORT)")
       ->envname("FNMESH_COLLECTOR_HTTP")
       ->type_name("URL");
@@ -37,13 +34,6 @@ std::string context::nats_url() const {
   if (auto status = read_status(home()); status && status->contains("nats"))
     return (*status)["nats"].get<std::string>();
   return std::string(default_nats);
-}
-
-std::string context::collector_endpoint() const {
-  if (!collector_.empty()) return collector_;
-  if (auto status = read_status(home()); status && status->contains("collector"))
-    return (*status)["collector"].get<std::string>();
-  return std::string(default_collector);
 }
 
 std::string context::collector_http() const {

@@ -19,7 +19,6 @@
 namespace fnmesh::cli {
 
 inline constexpr std::string_view default_nats = "nats://127.0.0.1:4222";
-inline constexpr std::string_view default_collector = "tcp://127.0.0.1:7700";
 inline constexpr std::string_view default_collector_http = "http://127.0.0.1:7701";
 
 // The global options and how they resolve (flag, env, status.json, default).
@@ -32,8 +31,6 @@ class context {
   std::filesystem::path home() const;
   // --nats, else $FNMESH_NATS, else the URL `fnmesh up` wrote to status.json, else default.
   std::string nats_url() const;
-  // --collector, else $FNMESH_COLLECTOR, else status.json, else default.
-  std::string collector_endpoint() const;
   // The collector's HTTP API: --collector-http, else $FNMESH_COLLECTOR_HTTP, else
   // status.json's collector_http, else default_collector_http.
   std::string collector_http() const;
@@ -51,7 +48,6 @@ class context {
  private:
   std::string home_;
   std::string nats_;
-  std::string collector_;
   std::string collector_http_;
   std::string token_;
   std::string log_level_ = "warn";

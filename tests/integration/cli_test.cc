@@ -82,7 +82,6 @@ class cli : public ::testing::Test {
     home_ = new fnmesh::test::temp_dir("fnmesh-cli");
     ::setenv("FNMESH_HOME", (home_->path() / "home").c_str(), 1);
     ::unsetenv("FNMESH_NATS");
-    ::unsetenv("FNMESH_COLLECTOR");
     ::unsetenv("FNMESH_COLLECTOR_HTTP");
     ::unsetenv("FNMESH_TOKEN");
     up_ = new cli_run(run({"up", "--ports", "auto"}, 120));

@@ -63,10 +63,9 @@ child_process& mesh::start_node(const std::string& name, std::vector<std::string
 }
 
 std::string mesh::command(const std::vector<std::string>& args) {
-  return "env FNMESH_COLLECTOR_HTTP=http://127.0.0.1:" + std::to_string(collector_http_port_) +
-         " FNMESH_TOKEN=" + admin_token + " " + command_line(bin("fnmesh"), args) + " --nats " +
-         quote(nats_->url()) + " --collector " + quote(collector_endpoint_) + " --home " +
-         quote((dir_ / "home").string());
+  return command_line(bin("fnmesh"), args) + " --nats " + quote(nats_->url()) +
+         " --collector-http http://127.0.0.1:" + std::to_string(collector_http_port_) +
+         " --token " + admin_token + " --home " + quote((dir_ / "home").string());
 }
 
 child_process mesh::start_cli(const std::vector<std::string>& args, int run) {
