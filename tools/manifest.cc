@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/allow_entry.h"
+#include "common/yaml_describe.h"
 #include "trigger-adapters/cron/schedule.h"
 
 namespace fnmesh::manifest {
@@ -69,15 +70,6 @@ bool valid_event_subject(std::string_view s) {
   return true;
 }
 
-std::string describe(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Scalar: return n.Scalar().empty() ? "an empty string" : n.Scalar();
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a map";
-    default: return "nothing";
-  }
-}
-
 // Checks values and keys while the document is walked, keeping the first error.
 // Owns that error; lives for one parse on the caller's thread.
 class checker {
@@ -100,7 +92,7 @@ class checker {
     std::set<std::string> seen;
     for (auto it = map.begin(); it != map.end(); ++it) {
       const YAML::Node& key = it->first;
-      if (!key.IsScalar()) return fail(key, field, "keys must be names, got " + describe(key));
+      if (!key.IsScalar()) return fail(key, field, "keys must be names, got " + describe_yaml(key));
       const std::string& k = key.Scalar();
       bool known = false;
       for (auto a : allowed) known = known || a == k;
@@ -123,21 +115,21 @@ class checker {
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
     if (!n.IsScalar() || text.empty() || ec != std::errc() || end != text.data() + text.size() ||
         v < lo || v > hi)
-      return fail(n, field, "must be " + range + ", got " + describe(n));
+      return fail(n, field, "must be " + range + ", got " + describe_yaml(n));
     out = uint32_t(v);
     return true;
   }
 
   bool text(const YAML::Node& n, const std::string& field, std::string& out) {
     if (!n.IsScalar() || n.Scalar().empty())
-      return fail(n, field, "must be a non-empty string, got " + describe(n));
+      return fail(n, field, "must be a non-empty string, got " + describe_yaml(n));
     out = n.Scalar();
     return true;
   }
 
   bool boolean(const YAML::Node& n, const std::string& field, bool& out) {
     if (!n.IsScalar() || !YAML::convert<bool>::decode(n, out))
-      return fail(n, field, "must be true or false, got " + describe(n));
+      return fail(n, field, "must be true or false, got " + describe_yaml(n));
     return true;
   }
 
@@ -147,7 +139,7 @@ class checker {
       out.push_back(n.Scalar());
       return true;
     }
-    if (!n.IsSequence()) return fail(n, field, "must be a list of strings, got " + describe(n));
+    if (!n.IsSequence()) return fail(n, field, "must be a list of strings, got " + describe_yaml(n));
     for (size_t i = 0; i < n.size(); ++i) {
       std::string item;
       if (!text(n[i], field + "[" + std::to_string(i) + "]", item)) return false;
@@ -158,13 +150,13 @@ class checker {
 
   bool text_map(const YAML::Node& n, const std::string& field,
                 std::map<std::string, std::string>& out) {
-    if (!n.IsMap()) return fail(n, field, "must be a map of names to strings, got " + describe(n));
+    if (!n.IsMap()) return fail(n, field, "must be a map of names to strings, got " + describe_yaml(n));
     for (auto it = n.begin(); it != n.end(); ++it) {
       if (!it->first.IsScalar() || it->first.Scalar().empty())
-        return fail(it->first, field, "keys must be names, got " + describe(it->first));
+        return fail(it->first, field, "keys must be names, got " + describe_yaml(it->first));
       const std::string key = it->first.Scalar();
       if (!it->second.IsScalar())
-        return fail(it->second, join(field, key), "must be a string, got " + describe(it->second));
+        return fail(it->second, join(field, key), "must be a string, got " + describe_yaml(it->second));
       if (!out.emplace(key, it->second.Scalar()).second)
         return fail(it->first, join(field, key), "given twice");
     }
@@ -188,7 +180,7 @@ bool parse_runtime(std::string_view s, proto::Runtime& out) {
 }
 
 bool parse_triggers(checker& c, const YAML::Node& n, const std::string& field, function_def& d) {
-  if (!n.IsMap()) return c.fail(n, field, "must be a map (http, cron, events, files), got " + describe(n));
+  if (!n.IsMap()) return c.fail(n, field, "must be a map (http, cron, events, files), got " + describe_yaml(n));
   if (!c.keys(n, field, {"http", "cron", "events", "files"})) return false;
   if (n["http"] && !c.boolean(n["http"], field + ".http", d.http)) return false;
   if (n["cron"]) {
@@ -262,7 +254,7 @@ bool parse_network(checker& c, const YAML::Node& n, const std::string& field, fu
     return true;
   }
   if (!n.IsSequence())
-    return c.fail(n, field, "must be none, loopback, host or a list of allowed host:port/CIDR, got " + describe(n));
+    return c.fail(n, field, "must be none, loopback, host or a list of allowed host:port/CIDR, got " + describe_yaml(n));
   if (n.size() == 0) return c.fail(n, field, "the allow-list is empty (use none)");
   std::vector<std::string> entries;
   if (!c.text_list(n, field, entries)) return false;
@@ -290,7 +282,7 @@ bool parse_function(checker& c, const YAML::Node& key, const YAML::Node& n, cons
   const std::string field = "functions." + d.name;
   if (!valid_name(d.name))
     return c.fail(key, field, "function names are 1-63 of [a-z0-9-], starting with a letter or digit");
-  if (!n.IsMap()) return c.fail(n, field, "must be a map of settings (runtime, handler, ...), got " + describe(n));
+  if (!n.IsMap()) return c.fail(n, field, "must be a map of settings (runtime, handler, ...), got " + describe_yaml(n));
   if (!c.keys(n, field,
               {"runtime", "handler", "memory", "timeout", "concurrency", "tmp", "pids", "cpu_budget_ms", "env", "network", "retries",
                "labels", "triggers"}))
@@ -299,7 +291,7 @@ bool parse_function(checker& c, const YAML::Node& key, const YAML::Node& n, cons
   if (!n["runtime"]) return c.fail_at(d.line, field + ".runtime", "missing (python3, nodejs, native or exec)");
   if (!n["runtime"].IsScalar() || !parse_runtime(n["runtime"].Scalar(), d.runtime))
     return c.fail(n["runtime"], field + ".runtime",
-                  "must be python3, nodejs, native or exec, got " + describe(n["runtime"]));
+                  "must be python3, nodejs, native or exec, got " + describe_yaml(n["runtime"]));
 
   if (!n["handler"]) return c.fail_at(d.line, field + ".handler", "missing");
   if (!c.text(n["handler"], field + ".handler", d.handler)) return false;
@@ -362,7 +354,7 @@ parsed<std::vector<function_def>> parse_text(std::string_view yaml, const std::s
   if (!root || root.IsNull())
     return std::unexpected(manifest_error{file, 0, "", "empty manifest (declare functions: ...)"});
   if (!root.IsMap()) {
-    c.fail(root, "", "must be a map with functions:, got " + describe(root));
+    c.fail(root, "", "must be a map with functions:, got " + describe_yaml(root));
     return std::unexpected(c.error());
   }
   if (!c.keys(root, "", {"functions", "tenant"})) {
@@ -385,7 +377,7 @@ parsed<std::vector<function_def>> parse_text(std::string_view yaml, const std::s
     return std::unexpected(c.error());
   }
   if (!functions.IsMap() || functions.size() == 0) {
-    c.fail(functions, "functions", "must be a map of function names to settings, got " + describe(functions));
+    c.fail(functions, "functions", "must be a map of function names to settings, got " + describe_yaml(functions));
     return std::unexpected(c.error());
   }
   std::vector<function_def> out;

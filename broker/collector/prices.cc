@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "common/yaml_describe.h"
+
 namespace fnmesh::collector {
 namespace {
 
@@ -50,15 +52,6 @@ std::string names_of(std::span<const T> items) {
   return out;
 }
 
-std::string describe(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Scalar: return n.Scalar().empty() ? "an empty string" : n.Scalar();
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a map";
-    default: return "nothing";
-  }
-}
-
 [[noreturn]] void fail(const std::string& file, const YAML::Node& at, std::string_view field,
                        const std::string& what) {
   const YAML::Mark m = at.Mark();
@@ -73,7 +66,7 @@ void for_each_entry(const std::string& file, const YAML::Node& map, const std::s
                     std::span<const T> items, F&& on) {
   std::set<std::string> seen;
   for (auto it = map.begin(); it != map.end(); ++it) {
-    const std::string name = it->first.IsScalar() ? it->first.Scalar() : describe(it->first);
+    const std::string name = it->first.IsScalar() ? it->first.Scalar() : describe_yaml(it->first);
     const T* item = nullptr;
     for (const T& candidate : items)
       if (candidate.name == name) item = &candidate;
@@ -98,7 +91,7 @@ std::expected<int64_t, std::string> parse_usd(const YAML::Node& n) {
   if (text.starts_with('-') && is_decimal(text.substr(1)))
     return std::unexpected("must not be negative, got " + std::string(text));
   if (!is_decimal(text))
-    return std::unexpected("must be an amount of USD like 0.0000166667, got " + describe(n));
+    return std::unexpected("must be an amount of USD like 0.0000166667, got " + describe_yaml(n));
   const size_t point = text.find('.');
   const std::string_view whole = text.substr(0, point);
   const std::string_view fraction = point == std::string_view::npos ? "" : text.substr(point + 1);
@@ -119,7 +112,7 @@ void read_section(const std::string& file, const section& s, const YAML::Node& k
                   const YAML::Node& value, prices& out) {
   if (value.IsNull()) return;
   if (!value.IsMap())
-    fail(file, key, s.name, "must map " + names_of(s.keys) + " to prices, got " + describe(value));
+    fail(file, key, s.name, "must map " + names_of(s.keys) + " to prices, got " + describe_yaml(value));
   const std::string prefix = std::string(s.name) + ".";
   for_each_entry(file, value, prefix, s.keys,
                  [&](const price_key& k, const YAML::Node& at, const YAML::Node& v) {
@@ -167,7 +160,7 @@ prices prices::parse(std::string_view yaml, const std::string& file) {
   prices out;
   if (root.IsNull()) return out;
   if (!root.IsMap())
-    fail(file, root, "", "must map lambda and usage to their prices, got " + describe(root));
+    fail(file, root, "", "must map lambda and usage to their prices, got " + describe_yaml(root));
   for_each_entry(file, root, "", std::span<const section>(sections),
                  [&](const section& s, const YAML::Node& key, const YAML::Node& value) {
                    read_section(file, s, key, value, out);
