@@ -4,6 +4,7 @@
 // exact integer sums of the stored records: whole hours inside the window come from
 // `usage_hourly`, the partial hours at its edges from the records themselves. Owns the
 // connection and its prepared statements; one thread uses it.
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -110,7 +111,8 @@ class reader {
 
   db_ptr db_;
   std::vector<statement> usage_by_;  // indexed by grouping
-  statement list_, by_id_;
+  std::array<statement, 8> lists_;  // by the filters given (reader.cc list_sql)
+  statement by_id_;
 };
 
 }  // namespace fnmesh::collector

@@ -52,6 +52,8 @@ CREATE TABLE usage (
   cost_lambda_pusd INTEGER NOT NULL,
   cost_usage_pusd INTEGER NOT NULL);
 CREATE INDEX usage_finished ON usage (finished_ns);
+CREATE INDEX usage_function ON usage (function, status, finished_ns);
+CREATE INDEX usage_status ON usage (status, finished_ns);
 CREATE TABLE usage_hourly (
   tenant TEXT NOT NULL,
   function TEXT NOT NULL,
@@ -68,7 +70,7 @@ CREATE TABLE usage_hourly (
   network_bytes INTEGER NOT NULL,
   cost_lambda_pusd INTEGER NOT NULL,
   cost_usage_pusd INTEGER NOT NULL,
-  PRIMARY KEY (tenant, function, node_id, hour_ns)) WITHOUT ROWID;
+  PRIMARY KEY (hour_ns, tenant, function, node_id)) WITHOUT ROWID;
 PRAGMA user_version = 2;
 )sql";
 
