@@ -50,7 +50,7 @@ std::string context::collector_token() const {
   try {
     const YAML::Node admin = YAML::LoadFile((*status)["collector_tokens"].get<std::string>())["admin"];
     if (admin.IsSequence() && admin.size() > 0) return admin[0].as<std::string>();
-  } catch (const YAML::Exception&) {
+  } catch (const std::exception&) {  // YAML or a malformed status.json
     // unreadable: no token, and the collector's 401 says so
   }
   return "";

@@ -71,14 +71,21 @@ result<std::string> ensure_api_keys(const fs::path& file) {
   return std::string();
 }
 
-// The collector's query tokens, made once: a random admin token (the CLI's, sees every
-// tenant) and the default tenant's API key, so that the key also reads its own billing.
-result<void> ensure_collector_tokens(const fs::path& file, const std::string& default_key) {
-  if (fs::exists(file)) return {};
-  auto admin = random_hex();
-  if (!admin) return std::unexpected(admin.error());
+// The collector's query tokens, written at every `up`: the admin token (the CLI's, sees
+// every tenant), made once and then kept, and the default tenant's current API key, so
+// that the key also reads its own billing and a key replaced in api-keys.yml stops.
+result<void> write_collector_tokens(const fs::path& file, const std::string& default_key) {
+  std::string admin;
+  std::ifstream in(file);
+  for (std::string line; admin.empty() && std::getline(in, line);)
+    if (line.starts_with("admin: [")) admin = line.substr(8, line.find_first_of(",]") - 8);
+  if (admin.empty()) {
+    auto made = random_hex();
+    if (!made) return std::unexpected(made.error());
+    admin = *made;
+  }
   return write_secret(file, "# fnmesh-collector query tokens: tenant: [tokens] (Authorization: Bearer "
-                            "<token>); admin sees every tenant\nadmin: [" + *admin + "]\n" +
+                            "<token>); admin sees every tenant\nadmin: [" + admin + "]\n" +
                             (default_key.empty() ? "" : "default: [" + default_key + "]\n"));
 }
 
@@ -235,7 +242,7 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
                     {"collector_tokens", tokens_file.string()}};
   const auto api_key = ensure_api_keys(keys_file);
   if (!api_key) return fail("cannot write " + keys_file.string() + ": " + api_key.error().message());
-  if (auto ok = ensure_collector_tokens(tokens_file, *api_key); !ok)
+  if (auto ok = write_collector_tokens(tokens_file, *api_key); !ok)
     return fail("cannot write " + tokens_file.string() + ": " + ok.error().message());
   if (with_http) {
     endpoints["http"] = http_url;

@@ -243,8 +243,8 @@ api_response api::usage(const caller& who, const query_params& given) {
   }
   json out = {{"by", by},
               {"model", model},
-              {"since", f.since_ns > 0 ? json(format_time(f.since_ns)) : json()},
-              {"until", f.until_ns != no_time_bound ? json(format_time(f.until_ns)) : json()},
+              {"since", p.has("since") ? json(format_time(f.since_ns)) : json()},
+              {"until", p.has("until") ? json(format_time(f.until_ns)) : json()},
               {"rows", std::move(out_rows)},
               {"total", usage_json(total, lambda)}};
   return reply(200, out);

@@ -34,7 +34,7 @@ std::string_view sv(beast::string_view s) noexcept { return {s.data(), s.size()}
 beast::string_view bsv(std::string_view s) noexcept { return {s.data(), s.size()}; }
 
 std::string error_json(const std::string& reason) {
-  return nlohmann::json{{"error", reason}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  return nlohmann::json{{"error", reason}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 int hex_digit(char c) noexcept {
@@ -44,14 +44,14 @@ int hex_digit(char c) noexcept {
   return -1;
 }
 
-// One query name or value: %XX and '+' (a space) decoded. Unexpected: the bad escape.
+// A path or one query name or value: %XX decoded. '+' stays '+' (RFC 3986; only HTML
+// forms make it a space), so a time's offset like +01:00 arrives as written. Unexpected:
+// the bad escape.
 std::expected<std::string, std::string> decode(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
-      out += ' ';
-    } else if (s[i] != '%') {
+    if (s[i] != '%') {
       out += s[i];
     } else {
       const int hi = i + 1 < s.size() ? hex_digit(s[i + 1]) : -1;
@@ -255,8 +255,10 @@ reply detail::http_api_state::answer(const bhttp::request<bhttp::string_body>& r
   if (!tenant) return {401, error_json("missing or unknown token (Authorization: Bearer <token>)")};
   auto params = parse_query(question == std::string_view::npos ? std::string_view() : target.substr(question + 1));
   if (!params) return {400, error_json("bad %-escape '" + params.error() + "' in the query")};
+  auto decoded_path = decode(path);
+  if (!decoded_path) return {400, error_json("bad %-escape '" + decoded_path.error() + "' in the path")};
   const caller who{.admin = *tenant == "admin", .tenant = std::move(*tenant)};
-  auto r = handle(who, path, *params);
+  auto r = handle(who, *decoded_path, *params);
   return {r.status, std::move(r.body)};
 }
 

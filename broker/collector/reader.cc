@@ -4,20 +4,22 @@
 #include <initializer_list>
 #include <stdexcept>
 
+#include "broker/collector/hours.h"
+
 namespace fnmesh::collector {
 namespace {
 
-constexpr int64_t ns_per_hour = 3'600'000'000'000;
-
 // A grouping's key; hours and days are of `time_column` (unix ns).
 std::string group_key(grouping g, const std::string& time_column) {
-  const std::string seconds = time_column + " / 1000000000, 'unixepoch')";
+  const auto utc = [&](const char* format) {
+    return "strftime('" + std::string(format) + "', " + time_column + " / 1000000000, 'unixepoch')";
+  };
   switch (g) {
     case grouping::function: return "function";
     case grouping::tenant: return "tenant";
     case grouping::node: return "node_id";
-    case grouping::hour: return "strftime('%Y-%m-%dT%H:00Z', " + seconds;
-    case grouping::day: return "strftime('%Y-%m-%d', " + seconds;
+    case grouping::hour: return utc("%Y-%m-%dT%H:00Z");
+    case grouping::day: return utc("%Y-%m-%d");
   }
   return "function";
 }
@@ -75,16 +77,6 @@ E enum_from_name(const std::string& name, const std::array<E, N>& values,
   for (E v : values)
     if (name == name_of(v)) return v;
   return fallback;
-}
-
-int64_t ceil_hour(int64_t ns) {
-  const int64_t r = ns % ns_per_hour;
-  return r == 0 ? ns : ns - r + (r > 0 ? ns_per_hour : 0);
-}
-
-int64_t floor_hour(int64_t ns) {
-  const int64_t r = ns % ns_per_hour;
-  return r < 0 ? ns - r - ns_per_hour : ns - r;
 }
 
 }  // namespace

@@ -3,12 +3,11 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "broker/collector/hours.h"
 #include "common/clock.h"
 
 namespace fnmesh::collector {
 namespace {
-
-constexpr int64_t ns_per_hour = 3'600'000'000'000;
 
 constexpr const char* schema = R"sql(
 CREATE TABLE activations (
@@ -54,6 +53,7 @@ CREATE TABLE usage (
 CREATE INDEX usage_finished ON usage (finished_ns);
 CREATE INDEX usage_function ON usage (function, status, finished_ns);
 CREATE INDEX usage_status ON usage (status, finished_ns);
+CREATE INDEX usage_tenant ON usage (tenant, finished_ns);
 CREATE TABLE usage_hourly (
   tenant TEXT NOT NULL,
   function TEXT NOT NULL,
@@ -104,11 +104,6 @@ constexpr const char* expire_sql =
 
 std::runtime_error open_failure(const std::filesystem::path& path, const std::string& what) {
   return std::runtime_error("database " + path.string() + ": " + what);
-}
-
-int64_t floor_hour(int64_t ns) {
-  const int64_t r = ns % ns_per_hour;
-  return r < 0 ? ns - r - ns_per_hour : ns - r;
 }
 
 // Peak memory x wall time in MB-ms, rounded to the nearest.

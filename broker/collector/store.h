@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <map>
 #include <string>
-#include <tuple>
 
 #include "broker/collector/prices.h"
 #include "broker/collector/sqlite.h"

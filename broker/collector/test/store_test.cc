@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <string>
@@ -469,4 +470,21 @@ TEST_F(store_test, activations_are_listed_newest_first_with_filters) {
   EXPECT_EQ(ids({.function = "even", .status = "error"}), (v{"list-6"}));
   EXPECT_EQ(ids({.since_ns = 4'000'000'000, .until_ns = 6'000'000'000}), (v{"list-5", "list-4"}));
   EXPECT_EQ(ids({.tenant = "nobody"}), v{});
+}
+
+TEST_F(store_test, windows_at_the_ends_of_time_hold_nothing_and_do_not_wrap) {
+  record r = make("now-ish");
+  r.finished_ns = 1'764'203'400'000'000'000;  // 2025-11-27T00:30:00Z
+  ASSERT_TRUE(db_->ingest(batch("n", {{1, r}}).get()));
+  constexpr int64_t max = std::numeric_limits<int64_t>::max();
+  constexpr int64_t min = std::numeric_limits<int64_t>::min();
+  for (auto [since, until] : {std::pair{max - 1000, max}, {min, min + 1000}, {min + 1, min + 2}}) {
+    auto rows = rd_->usage({.since_ns = since, .until_ns = until, .group_by = grouping::function});
+    ASSERT_TRUE(rows);
+    EXPECT_TRUE(rows->empty()) << since << " .. " << until;
+  }
+  auto all = rd_->usage({.since_ns = min, .group_by = grouping::function});
+  ASSERT_TRUE(all);
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ(all->front().invocations, 1);
 }
