@@ -83,18 +83,6 @@ void server::expire() {
   counters_.expired += *cleared;
 }
 
-result<void> server::poll_once(std::chrono::milliseconds timeout) {
-  zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-  try {
-    zmq::poll(&item, 1, timeout);
-  } catch (const zmq::error_t& e) {
-    if (e.num() == EINTR) return {};
-    return fail(from_zmq(e));
-  }
-  if (item.revents & ZMQ_POLLIN) return drain();
-  return {};
-}
-
 result<void> server::drain() {
   try {
     for (size_t n = 0; n < max_messages_per_round; ++n) {

@@ -55,8 +55,6 @@ class server {
 
   // Serves until `stop_fd` (a signalfd or eventfd) becomes readable.
   result<void> run(int stop_fd);
-  // Serves whatever arrives within `timeout`, then returns.
-  result<void> poll_once(std::chrono::milliseconds timeout);
 
  private:
   server(zmq::socket_t socket, store& db, reader& queries, std::string endpoint,
