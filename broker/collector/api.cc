@@ -229,17 +229,7 @@ api_response api::usage(const caller& who, const query_params& given) {
     json row = usage_json(r, lambda);
     row["key"] = r.key;
     out_rows.push_back(std::move(row));
-    total.invocations += r.invocations;
-    total.errors += r.errors;
-    total.cold_starts += r.cold_starts;
-    total.billed_ms += r.billed_ms;
-    total.memory_mb_ms += r.memory_mb_ms;
-    total.cpu_ns += r.cpu_ns;
-    total.peak_memory_bytes = std::max(total.peak_memory_bytes, r.peak_memory_bytes);
-    total.peak_memory_mb_ms += r.peak_memory_mb_ms;
-    total.network_bytes += r.network_bytes;
-    total.cost_lambda_pusd += r.cost_lambda_pusd;
-    total.cost_usage_pusd += r.cost_usage_pusd;
+    total += r;
   }
   json out = {{"by", by},
               {"model", model},

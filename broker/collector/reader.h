@@ -4,6 +4,7 @@
 // exact integer sums of the stored records: whole hours inside the window come from
 // `usage_hourly`, the partial hours at its edges from the records themselves. Owns the
 // connection and its prepared statements; one thread uses it.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -48,6 +49,22 @@ struct usage_row {
   int64_t cost_lambda_pusd = 0;
   int64_t cost_usage_pusd = 0;
 };
+
+// Adds another group's sums (the key stays); the peak is the larger of the two.
+inline usage_row& operator+=(usage_row& total, const usage_row& r) {
+  total.invocations += r.invocations;
+  total.errors += r.errors;
+  total.cold_starts += r.cold_starts;
+  total.billed_ms += r.billed_ms;
+  total.memory_mb_ms += r.memory_mb_ms;
+  total.cpu_ns += r.cpu_ns;
+  total.peak_memory_bytes = std::max(total.peak_memory_bytes, r.peak_memory_bytes);
+  total.peak_memory_mb_ms += r.peak_memory_mb_ms;
+  total.network_bytes += r.network_bytes;
+  total.cost_lambda_pusd += r.cost_lambda_pusd;
+  total.cost_usage_pusd += r.cost_usage_pusd;
+  return total;
+}
 
 struct activation_filter {
   std::string tenant;
