@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   sandboxes.nodejs_shim = FNMESH_DEFAULT_NODEJS_SHIM;
   std::string log_level = "info";
   uint32_t memory_mb = 0, keep_warm_s = 300, drain_s = 10;
+  std::vector<std::string> labels;
 
   CLI::App app{"fnmesh-node: pulls invocations from NATS JetStream and runs them"};
   app.set_config("--config", "", "read options from an INI/TOML file");
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   app.add_option("--dir", opts.dir, "state folder: completion spool, code cache, sandbox staging")
       ->capture_default_str();
   app.add_option("--node-id", opts.node_id, "this node's id (default: hostname-<random>)");
+  app.add_option("--label", labels,
+                 "KEY=VALUE placement label, repeatable: a function with labels runs only on nodes with all of them");
   app.add_option("--slots", opts.slots, "invocations run at once")
       ->check(CLI::Range(1, 4096))->capture_default_str();
   app.add_option("--memory-mb", memory_mb, "memory budget (default: 80% of the machine)");
@@ -61,6 +64,14 @@ int main(int argc, char** argv) {
   if (!fnmesh::set_log_level(log_level)) {
     std::fprintf(stderr, "fnmesh-node: unknown log level '%s'\n", log_level.c_str());
     return 2;
+  }
+  for (const auto& label : labels) {
+    const auto eq = label.find('=');
+    if (eq == 0 || eq == std::string::npos) {
+      std::fprintf(stderr, "fnmesh-node: --label %s: expected KEY=VALUE\n", label.c_str());
+      return 2;
+    }
+    opts.labels[label.substr(0, eq)] = label.substr(eq + 1);
   }
   opts.memory_bytes = int64_t(memory_mb) << 20;
   opts.keep_warm = std::chrono::seconds(keep_warm_s);

@@ -2,10 +2,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <stdexcept>
 
+#include "broker/client/invocation_copy.h"
 #include "broker/client/topology.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -20,6 +23,8 @@ namespace {
 
 constexpr auto waiting_request_expiry = 10s;   // an idle function's standing pull request
 constexpr auto hungry_request_expiry = 1s;     // extra requests while a function has backlog
+constexpr const char* not_before_header = "Fnmesh-Not-Before";  // a retry's earliest start, unix ns
+constexpr size_t max_dead_letter_error = 1024;
 
 std::string default_node_id() {
   char host[256] = {};
@@ -40,6 +45,25 @@ std::string cgroup_name(const std::string& node_id, const std::filesystem::path&
 int64_t default_memory_budget() {
   const int64_t total = int64_t(::sysconf(_SC_PHYS_PAGES)) * ::sysconf(_SC_PAGE_SIZE);
   return total / 10 * 8;
+}
+
+// An attempt that failed this way is worth another try; a missing function or a rejected
+// invocation is not.
+bool retryable(p::Status s) {
+  return s == p::Status::error || s == p::Status::timeout || s == p::Status::out_of_memory ||
+         s == p::Status::cpu_limit || s == p::Status::crashed;
+}
+
+int64_t header_ns(const broker::delivery& d, const char* key) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(d.msg.get(), key, &value) != NATS_OK || !value) return 0;
+  return std::strtoll(value, nullptr, 10);
+}
+
+std::string one_line(std::string_view text, size_t max) {
+  std::string out(text.substr(0, max));
+  std::replace_if(out.begin(), out.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return out;
 }
 
 template <class T>
@@ -125,6 +149,7 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
 node::~node() {
   metrics_endpoint_.reset();
   stopping_ = true;
+  closing_ = true;
   if (capacity_) capacity_->stop();
   if (heartbeat_.joinable()) heartbeat_.join();
   pulls_.reset();     // no delivery arrives after this
@@ -160,13 +185,22 @@ void node::on_delivery(broker::delivery&& d) {
     return;
   }
   auto held = std::make_shared<broker::delivery>(std::move(d));
+  auto release = [&] {
+    capacity_->on_finished(held->consumer, *memory_held);
+    capacity_->refill(now_ms());
+  };
   const auto* inv = p::verified<p::Invocation>(held->data());
   if (!inv) {
     log->warn("dropped a malformed invocation from consumer {} (stream seq {})", held->consumer,
               held->stream_seq);
     (void)held->term(*conn_);
-    capacity_->on_finished(held->consumer, *memory_held);
-    capacity_->refill(now_ms());
+    release();
+    return;
+  }
+  // A retry waits out its back-off on the server, not in a slot here.
+  if (const int64_t not_before = header_ns(*held, not_before_header); not_before > unix_now_ns()) {
+    (void)held->nak(*conn_, std::chrono::nanoseconds(not_before - unix_now_ns()));
+    release();
     return;
   }
   invocation_info info{.id = std::string(p::view(inv->id())),
@@ -174,17 +208,33 @@ void node::on_delivery(broker::delivery&& d) {
                        .function = std::string(p::view(inv->function())),
                        .reply_endpoint = inv->reply() ? std::string(p::view(inv->reply()->endpoint())) : "",
                        .correlation = inv->reply() ? inv->reply()->correlation() : 0,
+                       .callback = inv->reply() && inv->reply()->callback(),
                        .trigger = inv->trigger(),
                        .published_ns = inv->published_ns(),
-                       .attempt = uint32_t(held->delivered),
+                       .attempt = std::max<uint32_t>(1, inv->attempt()),
                        .memory_held = *memory_held};
-  if (!in_flight_.insert({info.id, unix_now_ns()})) {
-    log->warn("invocation {} was delivered again while it runs here; the running one answers", info.id);
-    capacity_->on_finished(held->consumer, *memory_held);
-    capacity_->refill(now_ms());
+  if (info.tenant.empty()) info.tenant = broker::default_tenant;
+  auto fn = registry_view_.load()->find(info.tenant, info.function);
+  const bool async = info.reply_endpoint.empty() || info.callback;
+  if (async && fn && info.published_ns > 0 &&
+      unix_now_ns() - info.published_ns > int64_t(fn->spec().max_event_age_s()) * 1'000'000'000) {
+    const auto dead = dead_letter(*held, info, "expired",
+                                  "older than the function's max event age of " +
+                                      std::to_string(fn->spec().max_event_age_s()) + " s",
+                                  info.attempt - 1);
+    (void)(dead ? held->ack(*conn_) : held->nak(*conn_));
+    release();
     return;
   }
-  auto fn = registry_view_.load()->find(info.tenant, info.function);
+  {
+    const int64_t every = fn ? std::chrono::milliseconds(broker::ack_wait(fn->spec())).count() / 3 : 10'000;
+    std::lock_guard lock(in_flight_mutex_);
+    if (!in_flight_.emplace(info.id, running_invocation{held, every, now_ms() + every}).second) {
+      log->warn("invocation {} was delivered again while it runs here; the running one answers", info.id);
+      release();
+      return;
+    }
+  }
   outcome refused;
   std::filesystem::path code_dir;
   if (!fn) {
@@ -200,8 +250,6 @@ void node::on_delivery(broker::delivery&& d) {
   if (!code_dir.empty()) {
     const auto timeout = std::chrono::milliseconds(int64_t(fn->spec().timeout_s()) * 1000);
     std::vector<uint8_t> buffer(held->data().begin(), held->data().end());
-    // The function's ctx.attempt is JetStream's delivery count.
-    flatbuffers::GetMutableRoot<p::Invocation>(buffer.data())->mutate_attempt(info.attempt);
     executor_->run(work{.function = fn,
                         .code_dir = std::move(code_dir),
                         .invocation = std::move(buffer),
@@ -221,7 +269,12 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
     out.status = p::Status::error;
     out.output.clear();
   }
-  if (!inv.reply_endpoint.empty()) {
+  // Sync callers get every answer; an async attempt that fails is followed by a retry or a
+  // dead letter, and only the final attempt's result goes to a callback.
+  const bool async = inv.reply_endpoint.empty() || inv.callback;
+  const bool failed_async = async && out.status != p::Status::ok;
+  const bool retried = failed_async && fn && retryable(out.status) && inv.attempt <= fn->spec().retries();
+  if (!inv.reply_endpoint.empty() && !retried) {
     flatbuffers::FlatBufferBuilder b(256 + out.output.size());
     b.Finish(encode_result(b, inv, out, opts_.node_id));
     if (auto sent = sender_->send(inv.reply_endpoint, p::bytes(b), now_ms()); !sent)
@@ -243,37 +296,90 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
     b.Finish(p::CreateCompletion(b, result, usage));
     return p::bytes(b);
   });
-  if (spooled) {
+  // Billing first, then what follows a failure, then the ack: a node that dies in between
+  // runs the attempt again elsewhere, and the collector and JetStream drop the copies.
+  result<void> followed = {};
+  if (spooled && failed_async) {
+    followed = retried ? retry(fn, d, inv) : dead_letter(d, inv, p::EnumNameStatus(out.status), out.error, inv.attempt);
+  }
+  if (spooled && followed) {
     (void)d.ack(*conn_);
   } else {
-    // Not recorded: let JetStream run it again rather than lose its billing.
-    logger("node")->error("invocation {}: spool append failed: {}", inv.id,
-                          spooled.error().message());
+    logger("node")->error("invocation {}: {}; it runs again", inv.id,
+                          !spooled ? "spool append failed: " + spooled.error().message()
+                                   : "cannot publish its " + std::string(retried ? "retry" : "dead letter") +
+                                         ": " + followed.error().message());
     (void)d.nak(*conn_);
   }
-  in_flight_.erase(inv.id);
+  {
+    std::lock_guard lock(in_flight_mutex_);
+    in_flight_.erase(inv.id);
+  }
   capacity_->on_finished(d.consumer, inv.memory_held);
   if (!stopping_) capacity_->refill(now_ms());
 }
 
+result<void> node::retry(const broker::function_ptr& fn, const broker::delivery& d,
+                         const invocation_info& inv) {
+  const auto* original = flatbuffers::GetRoot<p::Invocation>(d.data().data());
+  const int64_t delay_ns = int64_t(fn->spec().retry_delay_s()) * 1'000'000'000 << (inv.attempt - 1);
+  const uint32_t next = inv.attempt + 1;
+  logger("node")->info("invocation {} of {}: attempt {} failed; attempt {} in {} s", inv.id, inv.function,
+                       inv.attempt, next, delay_ns / 1'000'000'000);
+  return conn_->js_publish(natsMsg_GetSubject(d.msg.get()),
+                           broker::copy_invocation(*original, {.attempt = next}),
+                           inv.id + "." + std::to_string(next),
+                           {{not_before_header, std::to_string(unix_now_ns() + delay_ns)}});
+}
+
+result<void> node::dead_letter(const broker::delivery& d, const invocation_info& inv,
+                               std::string_view status, std::string_view error, uint32_t attempts) {
+  const auto* original = flatbuffers::GetRoot<p::Invocation>(d.data().data());
+  logger("node")->warn("invocation {} of {} goes to the dead-letter queue after {} attempt(s): {}: {}",
+                       inv.id, inv.function, attempts, status, one_line(error, 200));
+  return conn_->js_publish(broker::dlq_subject(inv.tenant, inv.function),
+                           broker::copy_invocation(*original, {.attempt = inv.attempt}), inv.id,
+                           {{"Fnmesh-Status", std::string(status)},
+                            {"Fnmesh-Error", one_line(error, max_dead_letter_error)},
+                            {"Fnmesh-Attempts", std::to_string(attempts)},
+                            {"Fnmesh-Node", opts_.node_id},
+                            {"Fnmesh-Failed-Ns", std::to_string(unix_now_ns())}});
+}
+
+void node::send_progress() {
+  const int64_t now = now_ms();
+  std::lock_guard lock(in_flight_mutex_);
+  for (auto& [_, r] : in_flight_)
+    if (now >= r.next_progress_ms) {
+      (void)r.delivery->in_progress(*conn_);
+      r.next_progress_ms = now + r.progress_every_ms;
+    }
+}
+
 void node::heartbeat_loop() {
   int64_t next_beat = 0;
-  while (!stopping_) {
-    capacity_->refill(now_ms());  // requests past their back-off
+  // Until the node is destroyed: a draining node still beats and keeps its runs alive.
+  while (!closing_) {
+    capacity_->refill(now_ms());  // requests past their back-off (none once draining)
+    send_progress();
     if (now_ms() >= next_beat) {
       next_beat = now_ms() + std::chrono::milliseconds(opts_.heartbeat).count();
       flatbuffers::FlatBufferBuilder b;
       std::vector<flatbuffers::Offset<p::KeyValue>> warm;
       for (const auto& [function, count] : executor_->warm_by_function())
         warm.push_back(p::CreateKeyValueDirect(b, function.c_str(), std::to_string(count).c_str()));
-      b.Finish(p::CreateHeartbeat(b, b.CreateString(opts_.node_id), 0, opts_.memory_bytes,
+      std::vector<flatbuffers::Offset<p::KeyValue>> labels;
+      for (const auto& [key, value] : opts_.labels)
+        labels.push_back(p::CreateKeyValueDirect(b, key.c_str(), value.c_str()));
+      auto label_vector = b.CreateVectorOfSortedTables(&labels);
+      b.Finish(p::CreateHeartbeat(b, b.CreateString(opts_.node_id), label_vector, opts_.memory_bytes,
                                   opts_.slots, capacity_->running(),
                                   b.CreateVectorOfSortedTables(&warm),
                                   b.CreateString(opts_.collector), started_ns_, unix_now_ns()));
       if (auto ok = nodes_bucket_->put(opts_.node_id, p::bytes(b)); !ok)
         logger("node")->warn("heartbeat failed: {}", ok.error().message());
     }
-    for (int i = 0; i < 10 && !stopping_; ++i) std::this_thread::sleep_for(100ms);
+    for (int i = 0; i < 10 && !closing_; ++i) std::this_thread::sleep_for(100ms);
   }
 }
 

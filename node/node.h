@@ -1,19 +1,23 @@
 #pragma once
 // node: one fnmesh-node. Pulls the invocations its free capacity allows from every
 // deployed function's consumer, runs them on the executor, sends each Result straight to
-// its caller, spools the Completion for the collector, and only then acks JetStream.
+// its caller, spools the Completion for the collector, retries a failed async attempt or
+// dead-letters the last one, and only then acks JetStream. While an invocation runs, its
+// delivery gets in-progress acks, so only a dead node's invocations are redelivered.
 // Owns the NATS connection, the registry watch, the executor, the reporter and /metrics;
 // its methods are called from main's thread, its callbacks run on nats.c and executor
 // threads, /metrics renders on the endpoint's thread.
-#include <oneapi/tbb/concurrent_hash_map.h>
 #include <zmq.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 
 #include "broker/client/connection.h"
 #include "broker/client/function_registry.h"
@@ -35,9 +39,10 @@ namespace fnmesh::node {
 struct invocation_info {
   std::string id, tenant, function, reply_endpoint;
   uint64_t correlation = 0;
+  bool callback = false;  // async with a reply endpoint: only the final result goes there
   proto::Trigger trigger = proto::Trigger::cli;
   int64_t published_ns = 0;
-  uint32_t attempt = 1;
+  uint32_t attempt = 1;   // from the message: a redelivery runs the same attempt again
   int64_t memory_held = 0;  // what its capacity slot holds, given back when it finishes
 };
 
@@ -46,6 +51,7 @@ struct node_options {
   std::string collector = "tcp://127.0.0.1:7700";
   std::filesystem::path dir = ".fnmesh/node";   // spool and code cache
   std::string node_id;                          // default: hostname-<random>
+  std::map<std::string, std::string> labels;    // placement: a function's labels must match
   uint32_t slots = 16;
   int64_t memory_bytes = 0;                     // 0: 80 % of the machine
   std::chrono::seconds keep_warm{300};
@@ -72,6 +78,14 @@ class node {
   void on_delivery(broker::delivery&& d);
   void finish(const broker::function_ptr& fn, broker::delivery& d, outcome&& out,
               const invocation_info& inv);
+  // A failed async attempt is followed by the next attempt, published with its back-off,
+  // or by a dead letter. Both fail when NATS did not take them: the delivery is then
+  // nak'ed and the attempt runs again.
+  result<void> retry(const broker::function_ptr& fn, const broker::delivery& d,
+                     const invocation_info& inv);
+  result<void> dead_letter(const broker::delivery& d, const invocation_info& inv,
+                           std::string_view status, std::string_view error, uint32_t attempts);
+  void send_progress();
   void heartbeat_loop();
   static int64_t now_ms();
 
@@ -90,10 +104,18 @@ class node {
   std::unique_ptr<broker::function_registry> registry_;
   // What the registry's watch thread reads: set once started, valid until registry_ dies.
   std::atomic<const broker::function_registry*> registry_view_{nullptr};
-  // Invocation ids running here: a redelivery of one (its AckWait passed during a long
-  // cold start) is not run twice. Written by the nats.c thread and the executor's.
-  tbb::concurrent_hash_map<std::string, int64_t> in_flight_;
-  std::atomic<bool> stopping_{false};
+  // Invocations running here, by id: a redelivery of one is not run twice, and each gets
+  // an in-progress ack every third of its AckWait. Written by the nats.c thread and the
+  // executor's, read by the heartbeat thread.
+  struct running_invocation {
+    std::shared_ptr<broker::delivery> delivery;
+    int64_t progress_every_ms = 0;
+    int64_t next_progress_ms = 0;
+  };
+  std::mutex in_flight_mutex_;
+  std::unordered_map<std::string, running_invocation> in_flight_;
+  std::atomic<bool> stopping_{false};  // draining: no more pulls
+  std::atomic<bool> closing_{false};   // destroying: the heartbeat thread ends
   int64_t started_ns_ = 0;
   std::thread heartbeat_;
   node_metrics metrics_;  // counted in finish(), rendered on the endpoint's thread

@@ -285,7 +285,7 @@ bool parse_function(checker& c, const YAML::Node& key, const YAML::Node& n, cons
   if (!n.IsMap()) return c.fail(n, field, "must be a map of settings (runtime, handler, ...), got " + describe_yaml(n));
   if (!c.keys(n, field,
               {"runtime", "handler", "memory", "timeout", "concurrency", "tmp", "pids", "cpu_budget_ms", "env", "network", "retries",
-               "labels", "triggers"}))
+               "retry_delay", "max_event_age", "labels", "triggers"}))
     return false;
 
   if (!n["runtime"]) return c.fail_at(d.line, field + ".runtime", "missing (python3, nodejs, native or exec)");
@@ -313,6 +313,11 @@ bool parse_function(checker& c, const YAML::Node& key, const YAML::Node& n, cons
       !c.uint_in(n["concurrency"], field + ".concurrency", 0, 100000, "", d.concurrency))
     return false;
   if (n["retries"] && !c.uint_in(n["retries"], field + ".retries", 0, 10, "", d.retries)) return false;
+  if (n["retry_delay"] && !c.uint_in(n["retry_delay"], field + ".retry_delay", 1, 3600, "s", d.retry_delay_s))
+    return false;
+  if (n["max_event_age"] &&
+      !c.uint_in(n["max_event_age"], field + ".max_event_age", 1, 21600, "s", d.max_event_age_s))
+    return false;
   if (n["tmp"] && !c.uint_in(n["tmp"], field + ".tmp", 1, 10240, "MB", d.tmp_mb)) return false;
   if (n["pids"] && !c.uint_in(n["pids"], field + ".pids", 16, 32768, "", d.pids)) return false;
   if (n["cpu_budget_ms"] &&
@@ -480,6 +485,8 @@ std::vector<uint8_t> encode_spec(const function_def& def, std::string_view code_
   spec.add_network(def.network);
   spec.add_allow(allow);
   spec.add_retries(def.retries);
+  spec.add_retry_delay_s(def.retry_delay_s);
+  spec.add_max_event_age_s(def.max_event_age_s);
   spec.add_labels(labels);
   spec.add_triggers(triggers);
   spec.add_code_digest(digest);

@@ -38,7 +38,9 @@ struct function_def {
   std::map<std::string, std::string> env;
   proto::NetworkPolicy network = proto::NetworkPolicy::none;
   std::vector<std::string> allow;  // when network is an allow-list: numeric, host names resolved
-  uint32_t retries = 2;
+  uint32_t retries = 2;            // async only, as Lambda
+  uint32_t retry_delay_s = 60;     // before the first retry, doubled for each next (Lambda: 1 min, 2 min)
+  uint32_t max_event_age_s = 21600;  // async invocations older than this go to the DLQ unrun
   std::map<std::string, std::string> labels;
   bool http = true;
   std::vector<std::string> cron;

@@ -167,7 +167,7 @@ result<void> connection::publish(std::string_view subject, std::span<const uint8
 }
 
 result<void> connection::js_publish(std::string_view subject, std::span<const uint8_t> data,
-                                    std::string_view msg_id) {
+                                    std::string_view msg_id, const headers& extra) {
   // Disconnected, the message would wait in nats.c's buffer and the caller for an ack
   // that cannot come: fail at once and let the caller retry.
   if (!connected()) return fail(errc::unavailable);
@@ -175,9 +175,15 @@ result<void> connection::js_publish(std::string_view subject, std::span<const ui
   jsPubOptions po;
   jsPubOptions_Init(&po);
   if (!id.empty()) po.MsgId = id.c_str();
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subj.c_str(), nullptr, reinterpret_cast<const char*>(data.data()),
+                                int(data.size()));
+  for (const auto& [key, value] : extra)
+    if (s == NATS_OK) s = natsMsgHeader_Set(msg, key.c_str(), value.c_str());
   jsPubAck* ack = nullptr;
   jsErrCode jerr = jsErrCode(0);
-  natsStatus s = js_Publish(&ack, js_, subj.c_str(), data.data(), int(data.size()), &po, &jerr);
+  if (s == NATS_OK) s = js_PublishMsg(&ack, js_, msg, &po, &jerr);
+  natsMsg_Destroy(msg);
   if (ack) jsPubAck_Destroy(ack);
   if (s != NATS_OK) {
     log()->debug("publish to {} failed: {} (js error {})", subj, natsStatus_GetText(s), int(jerr));

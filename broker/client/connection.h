@@ -9,6 +9,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/result.h"
 
@@ -39,9 +41,11 @@ class connection {
   // JetStream publishes fail at once with errc::unavailable while the connection is down
   // (nats.c reconnects by itself); they never wait for an ack that cannot come.
   bool connected() const noexcept;
-  // JetStream publish, waits for the stream's ack. msg_id sets Nats-Msg-Id (dedup).
+  using headers = std::vector<std::pair<std::string, std::string>>;
+  // JetStream publish, waits for the stream's ack. msg_id sets Nats-Msg-Id (dedup);
+  // `extra` adds message headers.
   result<void> js_publish(std::string_view subject, std::span<const uint8_t> data,
-                          std::string_view msg_id);
+                          std::string_view msg_id, const headers& extra = {});
   // JetStream publish without waiting; a failed publish is logged and counted.
   result<void> js_publish_async(std::string_view subject, std::span<const uint8_t> data,
                                 std::string_view msg_id);

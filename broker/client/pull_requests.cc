@@ -69,7 +69,10 @@ std::span<const uint8_t> delivery::data() const noexcept {
           size_t(natsMsg_GetDataLength(msg.get()))};
 }
 result<void> delivery::ack(connection& conn) const { return reply_with(conn, msg, "+ACK"); }
-result<void> delivery::nak(connection& conn) const { return reply_with(conn, msg, "-NAK"); }
+result<void> delivery::nak(connection& conn, std::chrono::nanoseconds delay) const {
+  if (delay.count() <= 0) return reply_with(conn, msg, "-NAK");
+  return reply_with(conn, msg, "-NAK {\"delay\": " + std::to_string(delay.count()) + "}");
+}
 result<void> delivery::in_progress(connection& conn) const {
   return reply_with(conn, msg, "+WPI");
 }

@@ -37,7 +37,8 @@ struct delivery {
   std::span<const uint8_t> data() const noexcept;
   // Acknowledgements go to the message's reply subject (+ACK, -NAK, +WPI, +TERM).
   result<void> ack(connection& conn) const;
-  result<void> nak(connection& conn) const;
+  // Redelivered at once, or once `delay` has passed.
+  result<void> nak(connection& conn, std::chrono::nanoseconds delay = {}) const;
   result<void> in_progress(connection& conn) const;
   result<void> term(connection& conn) const;
 };

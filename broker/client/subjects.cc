@@ -32,6 +32,9 @@ std::string event_subject(std::string_view subject) {
 std::string dlq_subject(std::string_view tenant, std::string_view function) {
   return join("fnmesh.dlq", tenant, function);
 }
+std::string doorbell_subject(std::string_view tenant, std::string_view function) {
+  return join("fnmesh.doorbell", tenant, function);
+}
 std::string logs_subject(std::string_view tenant, std::string_view function) {
   return join("fnmesh.logs", tenant, function);
 }

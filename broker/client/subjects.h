@@ -30,6 +30,7 @@ using fnmesh::valid_name;  // [a-z0-9][a-z0-9-]{0,62}
 std::string invoke_subject(std::string_view tenant, std::string_view function);  // fnmesh.invoke.<t>.<f>
 std::string event_subject(std::string_view subject);                             // fnmesh.events.<s>
 std::string dlq_subject(std::string_view tenant, std::string_view function);     // fnmesh.dlq.<t>.<f>
+std::string doorbell_subject(std::string_view tenant, std::string_view function);  // fnmesh.doorbell.<t>.<f>
 std::string logs_subject(std::string_view tenant, std::string_view function);    // fnmesh.logs.<t>.<f>
 std::string consumer_name(std::string_view tenant, std::string_view function);   // fn_<t>_<f>
 std::string function_key(std::string_view tenant, std::string_view function);    // <t>.<f>

@@ -81,10 +81,25 @@ std::string_view tenant_of(const proto::FunctionSpec& spec) {
   return t.empty() ? default_tenant : t;
 }
 
+int replicas_for(connection& conn, const topology_options& opts) {
+  if (opts.replicas > 0) return opts.replicas;
+  char** servers = nullptr;
+  int count = 0;
+  if (natsConnection_GetServers(conn.nats(), &servers, &count) != NATS_OK) return 1;
+  for (int i = 0; i < count; ++i) free(servers[i]);
+  free(servers);
+  return count >= 3 ? 3 : 1;
+}
+
 }  // namespace
 
+std::chrono::seconds ack_wait(const proto::FunctionSpec& spec, const topology_options& opts) {
+  return std::min<std::chrono::seconds>(std::chrono::seconds(spec.timeout_s()) + opts.ack_grace,
+                                        max_ack_wait);
+}
+
 result<void> bootstrap(connection& conn, const topology_options& opts) {
-  const int r = std::max(1, opts.replicas);
+  const int r = replicas_for(conn, opts);
   std::string invoke(invoke_stream), events(events_stream), dlq(dlq_stream), logs(logs_stream);
   if (auto s = add_stream(conn, invoke.c_str(), "fnmesh.invoke.>", js_WorkQueuePolicy, 0, r); !s)
     return s;
@@ -121,11 +136,11 @@ result<void> ensure_function_consumer(connection& conn, const proto::FunctionSpe
   cfg.FilterSubject = subject.c_str();
   cfg.DeliverPolicy = js_DeliverAll;
   cfg.AckPolicy = js_AckExplicit;
-  cfg.AckWait = (int64_t(spec.timeout_s()) + opts.ack_grace.count()) * ns_per_s;
-  cfg.MaxDeliver = int64_t(spec.retries()) + 1;
+  cfg.AckWait = ack_wait(spec, opts).count() * ns_per_s;
+  cfg.MaxDeliver = -1;
   cfg.MaxAckPending = spec.concurrency() > 0 ? int64_t(spec.concurrency()) : 10000;
   cfg.MaxWaiting = 512;
-  cfg.Replicas = std::max(1, opts.replicas);
+  cfg.Replicas = opts.replicas;  // 0: the stream's
 
   jsConsumerInfo* ci = nullptr;
   jsErrCode jerr = jsErrCode(0);

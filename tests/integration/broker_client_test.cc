@@ -567,7 +567,7 @@ TEST_F(broker_client, consumer_follows_the_spec_and_removal_is_idempotent) {
                                nullptr),
             NATS_OK);
   EXPECT_EQ(ci->Config->AckWait, 15'000'000'000ll);
-  EXPECT_EQ(ci->Config->MaxDeliver, 5);
+  EXPECT_EQ(ci->Config->MaxDeliver, -1);  // nodes retry by publishing the next attempt
   EXPECT_EQ(ci->Config->MaxAckPending, 3);
   EXPECT_EQ(ci->Config->AckPolicy, js_AckExplicit);
   EXPECT_STREQ(ci->Config->FilterSubject, "fnmesh.invoke.default.slow");
@@ -580,6 +580,16 @@ TEST_F(broker_client, consumer_follows_the_spec_and_removal_is_idempotent) {
                                nullptr),
             NATS_OK);
   EXPECT_EQ(ci->Config->AckWait, 25'000'000'000ll);
+  jsConsumerInfo_Destroy(ci);
+
+  // A long timeout is capped: a dead node's invocations move on within max_ack_wait.
+  auto long_run = make_spec("default", "slow", 600, 4, 3);
+  ASSERT_TRUE(ensure_function_consumer(*conn_, *flatbuffers::GetRoot<proto::FunctionSpec>(long_run.data())));
+  ci = nullptr;
+  ASSERT_EQ(js_GetConsumerInfo(&ci, conn_->js(), "FNMESH_INVOKE", "fn_default_slow", nullptr,
+                               nullptr),
+            NATS_OK);
+  EXPECT_EQ(ci->Config->AckWait, std::chrono::nanoseconds(max_ack_wait).count());
   jsConsumerInfo_Destroy(ci);
 
   EXPECT_TRUE(remove_function_consumer(*conn_, "default", "slow"));
@@ -627,7 +637,7 @@ TEST(broker_cluster, replicated_topology_survives_one_server_down) {
   ASSERT_TRUE(c) << c.error().message();
   auto& conn = **c;
   const topology_options three{.replicas = 3};
-  ASSERT_TRUE(bootstrap(conn, three));
+  ASSERT_TRUE(bootstrap(conn));  // three servers known: 3 replicas by default
   ASSERT_TRUE(bootstrap(conn, three));
   jsStreamInfo* si = nullptr;
   ASSERT_EQ(js_GetStreamInfo(&si, conn.js(), "FNMESH_INVOKE", nullptr, nullptr), NATS_OK);
