@@ -23,6 +23,8 @@ functions:
     env: {QUALITY: "80", MODE: fast}
     network: ["[2001:db8::1]:443", 10.0.0.0/8, 10.0.0.0/8]
     retries: 1
+    retry_delay: 5
+    max_event_age: 600
     labels: {zone: a}
     triggers:
       http: false
@@ -59,6 +61,8 @@ TEST(manifest, parses_every_field) {
   EXPECT_EQ(r.network, proto::NetworkPolicy::allow_list);
   EXPECT_EQ(r.allow, (std::vector<std::string>{"[2001:db8::1]:443", "10.0.0.0/8"}));  // once each
   EXPECT_EQ(r.retries, 1u);
+  EXPECT_EQ(r.retry_delay_s, 5u);
+  EXPECT_EQ(r.max_event_age_s, 600u);
   EXPECT_EQ(r.labels.at("zone"), "a");
   EXPECT_FALSE(r.http);
   EXPECT_EQ(r.cron.size(), 1u);
@@ -74,6 +78,8 @@ TEST(manifest, parses_every_field) {
   EXPECT_EQ(e.pids, 256u);
   EXPECT_EQ(e.timeout_s, 3u);
   EXPECT_EQ(e.retries, 2u);
+  EXPECT_EQ(e.retry_delay_s, 60u);         // Lambda: 1 min, then 2 min
+  EXPECT_EQ(e.max_event_age_s, 21600u);    // Lambda: 6 h
   EXPECT_TRUE(e.http);
   EXPECT_EQ(e.network, proto::NetworkPolicy::none);
 }
@@ -94,6 +100,8 @@ TEST(manifest, encodes_a_verifiable_spec) {
   EXPECT_EQ(spec->cpu_budget_ms(), 1500u);
   EXPECT_EQ(spec->timeout_s(), 30u);
   EXPECT_EQ(spec->retries(), 1u);
+  EXPECT_EQ(spec->retry_delay_s(), 5u);
+  EXPECT_EQ(spec->max_event_age_s(), 600u);
   EXPECT_EQ(spec->network(), proto::NetworkPolicy::allow_list);
   ASSERT_NE(spec->env(), nullptr);
   ASSERT_NE(spec->env()->LookupByKey("QUALITY"), nullptr);
@@ -131,6 +139,8 @@ TEST(manifest, each_bad_field_names_its_line) {
       {"    memory: 12.5", "functions.hello.memory: must be 128-10240 MB, got 12.5"},
       {"    concurrency: -1", "functions.hello.concurrency: must be 0-100000, got -1"},
       {"    retries: 11", "functions.hello.retries: must be 0-10, got 11"},
+      {"    retry_delay: 0", "functions.hello.retry_delay: must be 1-3600 s, got 0"},
+      {"    max_event_age: 7h", "functions.hello.max_event_age: must be 1-21600 s, got 7h"},
       {"    network: internet", "functions.hello.network: must be none, loopback, host or a list"},
       {"    network: []", "functions.hello.network: the allow-list is empty"},
       {"    network: [10.0.0.1:99999]", "functions.hello.network[0]: port 99999 is not 1-65535 (entries are"},
