@@ -159,18 +159,19 @@ TEST_F(mesh, a_node_killed_mid_invocation_is_replaced_and_each_attempt_billed_on
   first.wait(5s);
   start_node("node-b");
 
-  // JetStream redelivers after the ack wait (timeout + grace); node-b completes attempt 2.
+  // JetStream redelivers after the ack wait (timeout + grace); node-b runs attempt 1 again:
+  // a node's death does not use up one of the function's attempts.
   auto got = router_->receive(30s);
   ASSERT_TRUE(got) << nodes_.at("node-b").log_text();
   EXPECT_EQ(got->get().status(), p::Status::ok) << p::view(got->get().error());
   EXPECT_EQ(p::view(got->get().node_id()), "node-b");
-  EXPECT_EQ(got->get().attempt(), 2u);
-  EXPECT_EQ(text(p::bytes(got->get().output())), R"({"attempt": 2})");  // what the handler saw
+  EXPECT_EQ(got->get().attempt(), 1u);
+  EXPECT_EQ(text(p::bytes(got->get().output())), R"({"attempt": 1})");  // what the handler saw
   ASSERT_TRUE(eventually([&] { return attempts(published->invocation_id).size() == 1; }, 10s));
   std::this_thread::sleep_for(1s);
   auto billed_attempts = attempts(published->invocation_id);
-  ASSERT_EQ(billed_attempts.size(), 1u);  // attempt 1 died with its node: it never completed
-  EXPECT_EQ(billed_attempts[0].first, 2u);
+  ASSERT_EQ(billed_attempts.size(), 1u);  // the run that died with its node never completed
+  EXPECT_EQ(billed_attempts[0].first, 1u);
 }
 
 TEST_F(mesh, a_draining_node_finishes_its_work_and_leaves_new_work_to_others) {
@@ -200,3 +201,26 @@ TEST_F(mesh, a_draining_node_finishes_its_work_and_leaves_new_work_to_others) {
 }
 
 }  // namespace
+
+TEST_F(mesh, a_run_longer_than_the_ack_wait_is_kept_alive_and_never_redelivered) {
+  start_node("node-a");
+  start_node("node-b");
+  // AckWait is capped at 30 s; this run lasts 35 s, so only in-progress acks keep JetStream
+  // from handing it to the other node (or back to this one) while it runs.
+  deploy(write_function("long", "    timeout: 60\n    retries: 0\n",
+                        "import time\ndef handle(event, ctx):\n"
+                        "    print('started', ctx.invocation_id, flush=True)\n"
+                        "    time.sleep(35)\n    return 'done'\n"));
+  auto r = call("long", "{}", 60s);
+  ASSERT_EQ(r.get().status(), p::Status::ok) << p::view(r.get().error());
+  const std::string id(p::view(r.get().invocation_id()));
+  auto logs = cli({"logs", "long", "-n", "100"});
+  size_t starts = 0;
+  for (size_t at = logs.out.find("started " + id); at != std::string::npos;
+       at = logs.out.find("started " + id, at + 1))
+    ++starts;
+  EXPECT_EQ(starts, 1u) << logs.out;
+  for (auto& [name, node] : nodes_)
+    EXPECT_EQ(node.log_text().find("delivered again"), std::string::npos) << name << ":\n" << node.log_text();
+  EXPECT_EQ(attempts(id).size(), 1u);
+}
