@@ -68,6 +68,7 @@ void add_collector_commands(CLI::App& app, context& ctx, command_list& out); // 
 void add_nodes_command(CLI::App& app, context& ctx, command_list& out);      // nodes
 void add_bench_command(CLI::App& app, context& ctx, command_list& out);      // bench
 void add_logs_command(CLI::App& app, context& ctx, command_list& out);       // logs
+void add_dlq_commands(CLI::App& app, context& ctx, command_list& out);       // dlq ls, show, redrive, purge
 
 // $FNMESH_HOME/status.json as `fnmesh up` wrote it, if the mesh was started.
 std::optional<nlohmann::json> read_status(const std::filesystem::path& home);

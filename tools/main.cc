@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   add_nodes_command(app, ctx, commands);
   add_bench_command(app, ctx, commands);
   add_logs_command(app, ctx, commands);
+  add_dlq_commands(app, ctx, commands);
   CLI11_PARSE(app, argc, argv);
 
   fnmesh::set_log_level(ctx.log_level());

@@ -2,8 +2,10 @@
 // a temp FNMESH_HOME, the examples are deployed and invoked through the CLI, bad input gets
 // its one clear line, and `fnmesh down` leaves no process behind. Then billing,
 // activations and result against a collector alone, holding attempts whose totals and
-// costs are worked out here by hand.
+// costs are worked out here by hand. And `fnmesh dlq` against a nats-server alone, holding
+// dead letters in the format nodes write (plan: issue7-api.md).
 #include <gtest/gtest.h>
+#include <nats/nats.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -18,11 +20,15 @@
 #include <zmq.hpp>
 
 #include "broker/client/collector_client.h"
+#include "broker/client/subjects.h"
 #include "common/clock.h"
+#include "common/ulid.h"
 #include "flatbuffers/proto.h"
+#include "tests/support/bootstrapped_nats.h"
 #include "tests/support/child_process.h"
 #include "tests/support/cli_run.h"
 #include "tests/support/eventually.h"
+#include "tests/support/function_spec.h"
 #include "tests/support/http_exchange.h"
 #include "tests/support/nats_server.h"
 #include "tests/support/temp_dir.h"
@@ -545,6 +551,283 @@ TEST_F(cli_billing, a_collector_that_is_down_is_one_line_naming_the_url) {
     EXPECT_NE(r.err.find(down), std::string::npos) << describe(r);
     EXPECT_NE(r.err.find("is the mesh up? fnmesh status"), std::string::npos) << describe(r);
   }
+}
+
+// What one dead letter the dlq tests store says.
+struct stored_dead_letter {
+  std::string id;
+  std::string function;
+  std::string payload;
+  std::string status = "error";
+  std::string error;
+  int attempts = 3;
+  std::string tenant = "default";
+};
+
+// A nats-server alone with fnmesh's streams, dead letters published as a node does, and
+// the CLI pointed at it.
+class cli_dlq : public fnmesh::test::bootstrapped_nats {
+ protected:
+  static constexpr int64_t failed_ago_ns = 300'000'000'000;  // 5 min
+
+  // Publishes `d` to fnmesh.dlq.<tenant>.<function>: the Invocation as payload, the
+  // failure in headers. Returns its stream sequence.
+  uint64_t store(const stored_dead_letter& d) {
+    flatbuffers::FlatBufferBuilder b;
+    const int64_t now = fnmesh::unix_now_ns();
+    b.Finish(p::CreateInvocation(
+        b, b.CreateString(d.id), b.CreateString(d.tenant), b.CreateString(d.function), b.CreateString("v1"),
+        b.CreateVector(reinterpret_cast<const uint8_t*>(d.payload.data()), d.payload.size()),
+        b.CreateString("text/plain"), p::Trigger::http, b.CreateString("/function/" + d.function), 0, 0,
+        uint32_t(d.attempts), b.CreateString(d.id), 0, now - 2 * failed_ago_ns));
+    const std::string subject = fnmesh::broker::dlq_subject(d.tenant, d.function);
+    natsMsg* msg = nullptr;
+    EXPECT_EQ(natsMsg_Create(&msg, subject.c_str(), nullptr, reinterpret_cast<const char*>(b.GetBufferPointer()),
+                             int(b.GetSize())),
+              NATS_OK);
+    const std::vector<std::pair<std::string, std::string>> headers = {
+        {"Nats-Msg-Id", d.id},
+        {"Fnmesh-Status", d.status},
+        {"Fnmesh-Error", d.error},
+        {"Fnmesh-Attempts", std::to_string(d.attempts)},
+        {"Fnmesh-Node", "node-2"},
+        {"Fnmesh-Failed-Ns", std::to_string(now - failed_ago_ns)}};
+    for (const auto& [k, v] : headers) EXPECT_EQ(natsMsgHeader_Set(msg, k.c_str(), v.c_str()), NATS_OK);
+    jsPubAck* ack = nullptr;
+    jsErrCode jerr = jsErrCode(0);
+    EXPECT_EQ(js_PublishMsg(&ack, conn_->js(), msg, nullptr, &jerr), NATS_OK) << jerr;
+    natsMsg_Destroy(msg);
+    const uint64_t seq = ack ? ack->Sequence : 0;
+    jsPubAck_Destroy(ack);
+    return seq;
+  }
+
+  cli_run run(std::vector<std::string> args) {
+    args.insert(args.end(), {"--nats", nats_->url(), "--home", (nats_->dir() / "home").string()});
+    return fnmesh::test::run_shell(fnmesh::test::command_line(fnmesh::test::bin("fnmesh"), args),
+                                   nats_->dir() / ("cli-" + std::to_string(++runs_)));
+  }
+
+  // The message `seq` of `stream`, or nullptr.
+  std::unique_ptr<natsMsg, decltype(&natsMsg_Destroy)> stored(const std::string& stream, uint64_t seq) {
+    natsMsg* m = nullptr;
+    js_GetMsg(&m, conn_->js(), stream.c_str(), seq, nullptr, nullptr);
+    return {m, &natsMsg_Destroy};
+  }
+
+  // The ids `dlq ls --json` lists, in its order.
+  std::vector<std::string> listed(std::vector<std::string> args = {}) {
+    args.insert(args.begin(), {"dlq", "ls", "--json"});
+    auto r = run(args);
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    std::vector<std::string> ids;
+    for (const auto& row : json::parse(r.out)) ids.push_back(row.at("id").get<std::string>());
+    return ids;
+  }
+
+  int runs_ = 0;
+};
+
+const std::string long_error = "Traceback: " + std::string(150, 'x') + " ValueError: bad image";
+
+TEST_F(cli_dlq, ls_lists_them_newest_last_as_a_table_and_as_json) {
+  const uint64_t first = store({"01JDEADTEST000000000000001", "resize", "img-1", "error", long_error, 3});
+  store({"01JDEADTEST000000000000002", "thumb", "img-2", "timeout", "timed out after 3 s", 2});
+  store({"01JDEADTEST000000000000003", "resize", "img-3", "expired", "older than max_event_age (21600 s)", 0});
+  store({"01JDEADTEST000000000000004", "resize", "img-4", "error", "boom", 1, "other"});
+
+  auto r = run({"dlq", "ls"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 4u) << describe(r);
+  EXPECT_EQ(words_of(lines[0]),
+            (std::vector<std::string>{"SEQ", "ID", "FUNCTION", "STATUS", "ATTEMPTS", "FAILED", "ERROR"}));
+  const auto row = words_of(lines[1]);
+  ASSERT_GE(row.size(), 9u) << describe(r);
+  EXPECT_EQ(std::vector<std::string>(row.begin(), row.begin() + 8),
+            (std::vector<std::string>{std::to_string(first), "01JDEADTEST000000000000001", "resize", "error", "3",
+                                      "5", "min", "ago"}))
+      << describe(r);
+  // The table cuts the error; the newest is last.
+  EXPECT_NE(lines[1].find("Traceback: xxx"), std::string::npos) << describe(r);
+  EXPECT_EQ(lines[1].find("ValueError"), std::string::npos) << describe(r);
+  EXPECT_TRUE(lines[1].ends_with("…")) << describe(r);
+  EXPECT_EQ(words_of(lines[2]).at(3), "timeout") << describe(r);
+  EXPECT_EQ(words_of(lines[3]).at(1), "01JDEADTEST000000000000003") << describe(r);
+  EXPECT_EQ(words_of(lines[3]).at(4), "0") << describe(r);
+
+  auto j = run({"dlq", "ls", "--json"});
+  ASSERT_EQ(j.exit_code, 0) << describe(j);
+  const json rows = json::parse(j.out);
+  ASSERT_EQ(rows.size(), 3u) << j.out;
+  EXPECT_EQ(rows[0].at("seq"), first);
+  EXPECT_EQ(rows[0].at("error"), long_error) << "--json has the whole error";
+  EXPECT_EQ(rows[0].at("status"), "error");
+  EXPECT_EQ(rows[0].at("attempts"), 3);
+  EXPECT_EQ(rows[0].at("node"), "node-2");
+  EXPECT_EQ(rows[0].at("tenant"), "default");
+  EXPECT_NEAR(double(rows[0].at("failed_ns").get<int64_t>()), double(fnmesh::unix_now_ns() - failed_ago_ns), 60e9);
+
+  EXPECT_EQ(listed({"--function", "thumb"}), std::vector<std::string>{"01JDEADTEST000000000000002"});
+  EXPECT_EQ(listed({"--limit", "1"}), std::vector<std::string>{"01JDEADTEST000000000000003"});
+  EXPECT_EQ(listed({"--tenant", "other"}), std::vector<std::string>{"01JDEADTEST000000000000004"});
+  EXPECT_TRUE(listed({"--function", "nothing-failed"}).empty());
+
+  // Listing leaves no consumer on the stream.
+  jsStreamInfo* si = nullptr;
+  ASSERT_EQ(js_GetStreamInfo(&si, conn_->js(), "FNMESH_DLQ", nullptr, nullptr), NATS_OK);
+  EXPECT_EQ(si->State.Consumers, 0);
+  jsStreamInfo_Destroy(si);
+}
+
+TEST_F(cli_dlq, show_by_seq_and_by_id_prints_headers_and_payload) {
+  const uint64_t seq = store({"01JDEADTEST000000000000001", "resize", R"({"image":"cat.png"})", "error", long_error});
+  const std::string binary("\x00\x01\xfe\xff", 4);
+  store({"01JDEADTEST000000000000002", "resize", binary, "crashed", "killed by signal 11", 1});
+
+  auto r = run({"dlq", "show", std::to_string(seq)});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto lines = lines_of(r.out);
+  const auto has = [&](const std::string& line) { return std::find(lines.begin(), lines.end(), line) != lines.end(); };
+  EXPECT_TRUE(has("id            01JDEADTEST000000000000001")) << describe(r);
+  EXPECT_TRUE(has("function      default/resize")) << describe(r);
+  EXPECT_TRUE(has("status        error")) << describe(r);
+  EXPECT_TRUE(has("attempts      3")) << describe(r);
+  EXPECT_TRUE(has("error         " + long_error)) << describe(r);
+  EXPECT_TRUE(has("trigger       http /function/resize")) << describe(r);
+  EXPECT_TRUE(has("  Fnmesh-Node: node-2")) << describe(r);
+  EXPECT_TRUE(has(R"(payload       {"image":"cat.png"})")) << describe(r);
+
+  auto by_id = run({"dlq", "show", "01JDEADTEST000000000000002", "--json"});
+  ASSERT_EQ(by_id.exit_code, 0) << describe(by_id);
+  const json j = json::parse(by_id.out);
+  EXPECT_EQ(j.at("seq"), seq + 1);
+  EXPECT_EQ(j.at("status"), "crashed");
+  EXPECT_EQ(j.at("headers").at("Fnmesh-Error"), "killed by signal 11");
+  EXPECT_EQ(j.at("headers").at("Fnmesh-Attempts"), "1");
+  EXPECT_EQ(j.at("invocation").at("content_type"), "text/plain");
+  EXPECT_EQ(j.at("payload_encoding"), "base64");
+  EXPECT_EQ(j.at("payload"), "AAH+/w==");
+
+  // Another tenant's message is not this tenant's to see.
+  auto other = run({"dlq", "show", std::to_string(seq), "--tenant", "other"});
+  EXPECT_EQ(other.exit_code, 1) << describe(other);
+  EXPECT_NE(other.err.find("no DLQ message " + std::to_string(seq) + " (tenant other"), std::string::npos)
+      << describe(other);
+}
+
+TEST_F(cli_dlq, redrive_publishes_a_new_first_attempt_and_removes_the_dead_letter) {
+  ASSERT_TRUE(fnmesh::test::deploy_spec(*conn_, fnmesh::test::encode_spec({.name = "resize", .version = "v2"})));
+  const uint64_t seq = store({"01JDEADTEST000000000000001", "resize", R"({"image":"cat.png"})", "error", "boom"});
+  natsSubscription* doorbell = nullptr;
+  ASSERT_EQ(natsConnection_SubscribeSync(&doorbell, conn_->nats(), "fnmesh.doorbell.default.resize"), NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(conn_->nats()), NATS_OK);
+
+  auto r = run({"dlq", "redrive", std::to_string(seq)});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 2u) << describe(r);
+  const std::string prefix = "01JDEADTEST000000000000001 -> ";
+  ASSERT_TRUE(lines[0].starts_with(prefix)) << describe(r);
+  const std::string new_id = lines[0].substr(prefix.size());
+  EXPECT_TRUE(fnmesh::is_ulid(new_id)) << new_id;
+  EXPECT_EQ(lines[1], "redriven 1 of 1 dead letter(s)");
+
+  EXPECT_EQ(stored("FNMESH_DLQ", seq).get(), nullptr) << "the dead letter is gone";
+  natsMsg* raw = nullptr;
+  ASSERT_EQ(js_GetLastMsg(&raw, conn_->js(), "FNMESH_INVOKE", "fnmesh.invoke.default.resize", nullptr, nullptr),
+            NATS_OK);
+  std::unique_ptr<natsMsg, decltype(&natsMsg_Destroy)> invoked(raw, &natsMsg_Destroy);
+  const auto* inv = fnmesh::proto::verified<p::Invocation>(
+      {reinterpret_cast<const uint8_t*>(natsMsg_GetData(raw)), size_t(natsMsg_GetDataLength(raw))});
+  ASSERT_NE(inv, nullptr);
+  EXPECT_EQ(p::view(inv->id()), new_id);
+  EXPECT_EQ(inv->attempt(), 1u);
+  EXPECT_EQ(p::text(p::bytes(inv->payload())), R"({"image":"cat.png"})");
+  EXPECT_EQ(p::view(inv->content_type()), "text/plain");
+  EXPECT_EQ(inv->trigger(), p::Trigger::http);
+  EXPECT_EQ(p::view(inv->source()), "/function/resize");
+  EXPECT_EQ(p::view(inv->version()), "v2") << "runs the version deployed now";
+  EXPECT_NEAR(double(inv->published_ns()), double(fnmesh::unix_now_ns()), 30e9);
+  const char* msg_id = nullptr;
+  ASSERT_EQ(natsMsgHeader_Get(raw, "Nats-Msg-Id", &msg_id), NATS_OK);
+  EXPECT_EQ(std::string(msg_id), new_id);
+  natsMsg* ring = nullptr;
+  EXPECT_EQ(natsSubscription_NextMsg(&ring, doorbell, 2000), NATS_OK) << "the doorbell rang";
+  natsMsg_Destroy(ring);
+  natsSubscription_Destroy(doorbell);
+
+  auto again = run({"dlq", "redrive", std::to_string(seq)});
+  EXPECT_EQ(again.exit_code, 1) << describe(again);
+  EXPECT_NE(again.err.find("no DLQ message " + std::to_string(seq) + " (tenant default"), std::string::npos)
+      << describe(again);
+  EXPECT_NE(again.out.find("redriven 0 of 1"), std::string::npos) << describe(again);
+}
+
+TEST_F(cli_dlq, redrive_by_function_and_of_a_function_no_longer_deployed) {
+  ASSERT_TRUE(fnmesh::test::deploy_spec(*conn_, fnmesh::test::encode_spec({.name = "resize"})));
+  store({"01JDEADTEST000000000000001", "resize", "a", "error", "boom"});
+  store({"01JDEADTEST000000000000002", "resize", "b", "error", "boom"});
+  const uint64_t gone = store({"01JDEADTEST000000000000003", "removed", "c", "no_such_function", "", 0});
+
+  auto r = run({"dlq", "redrive", "--function", "resize"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  const auto lines = lines_of(r.out);
+  ASSERT_EQ(lines.size(), 3u) << describe(r);
+  EXPECT_TRUE(lines[0].starts_with("01JDEADTEST000000000000001 -> ")) << describe(r);
+  EXPECT_TRUE(lines[1].starts_with("01JDEADTEST000000000000002 -> ")) << describe(r);
+  EXPECT_EQ(lines[2], "redriven 2 of 2 dead letter(s)");
+  EXPECT_EQ(listed(), std::vector<std::string>{"01JDEADTEST000000000000003"});
+
+  auto refused = run({"dlq", "redrive", "01JDEADTEST000000000000003"});
+  EXPECT_EQ(refused.exit_code, 1) << describe(refused);
+  EXPECT_NE(refused.err.find("no_such_function: removed"), std::string::npos) << describe(refused);
+  EXPECT_NE(stored("FNMESH_DLQ", gone).get(), nullptr) << "it stays in the DLQ";
+}
+
+TEST_F(cli_dlq, purge_by_function_removes_only_that_functions) {
+  store({"01JDEADTEST000000000000001", "resize", "a", "error", "boom"});
+  store({"01JDEADTEST000000000000002", "thumb", "b", "error", "boom"});
+  store({"01JDEADTEST000000000000003", "resize", "c", "error", "boom"});
+  store({"01JDEADTEST000000000000004", "resize", "d", "error", "boom", 3, "other"});
+
+  auto r = run({"dlq", "purge", "--function", "resize"});
+  ASSERT_EQ(r.exit_code, 0) << describe(r);
+  EXPECT_EQ(r.out, "purged 2 dead letter(s) (tenant default, function resize)\n");
+  EXPECT_EQ(listed(), std::vector<std::string>{"01JDEADTEST000000000000002"});
+
+  auto all = run({"dlq", "purge", "--all"});
+  ASSERT_EQ(all.exit_code, 0) << describe(all);
+  EXPECT_EQ(all.out, "purged 1 dead letter(s) (tenant default)\n");
+  EXPECT_TRUE(listed().empty());
+  EXPECT_EQ(listed({"--tenant", "other"}), std::vector<std::string>{"01JDEADTEST000000000000004"});
+}
+
+TEST_F(cli_dlq, bad_arguments_exit_1_with_one_clear_line) {
+  store({"01JDEADTEST000000000000001", "resize", "a", "error", "boom"});
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"dlq", "purge"}, "fnmesh: purge needs --function F or --all (it deletes what they select)\n"},
+      {{"dlq", "purge", "--function", "resize", "--all"}, "fnmesh: purge: --function and --all exclude each other\n"},
+      {{"dlq", "redrive"}, "fnmesh: redrive needs <seq|id> ..., --function F or --all\n"},
+      {{"dlq", "redrive", "1", "--all"}, "fnmesh: redrive: give <seq|id> ... or --function/--all, not both\n"},
+      {{"dlq", "show", "999"}, "fnmesh: no DLQ message 999 (tenant default; `fnmesh dlq ls` lists them)\n"},
+      {{"dlq", "show", "01JDEADTEST000000000000099"},
+       "fnmesh: no DLQ message 01JDEADTEST000000000000099 (tenant default; `fnmesh dlq ls` lists them)\n"},
+      {{"dlq", "show", "yesterday"},
+       "fnmesh: not a DLQ sequence number or invocation id: yesterday (`fnmesh dlq ls` lists both)\n"},
+      {{"dlq", "ls", "--function", "Bad_Name"},
+       "fnmesh: bad function name: Bad_Name (names are [a-z0-9][a-z0-9-]{0,62})\n"},
+  };
+  for (const auto& [args, err] : cases) {
+    auto r = run(args);
+    EXPECT_EQ(r.exit_code, 1) << describe(r);
+    EXPECT_EQ(r.err, err) << describe(r);
+  }
+  EXPECT_EQ(listed(), std::vector<std::string>{"01JDEADTEST000000000000001"}) << "nothing was removed";
+
+  auto help = run({"dlq", "redrive", "--help"});
+  EXPECT_EQ(help.exit_code, 0) << describe(help);
+  EXPECT_NE(help.out.find("<old id> -> <new id>"), std::string::npos) << describe(help);
 }
 
 }  // namespace
