@@ -100,13 +100,16 @@ result<published> invoker::invoke(const invocation_request& req, bool async_publ
   ib.add_trace_id(trace_off);
   ib.add_parent_id(parent_off);
   ib.add_published_ns(now);
-  ib.add_attempt(1);  // stored (not the default 0), so a node can set the delivery count in place
+  ib.add_attempt(1);  // a node retries a failed async attempt by publishing attempt + 1
   b.Finish(ib.Finish());
 
   const std::string subject = invoke_subject(req.tenant, req.function);
   auto sent = async_publish ? conn_.js_publish_async(subject, proto::bytes(b), id)
                             : conn_.js_publish(subject, proto::bytes(b), id);
   if (!sent) return fail(sent.error());
+  // The doorbell: a node with room but no idle sandbox of this function learns of it at
+  // once (an idle sandbox anywhere already has it). Best effort: nodes also read pending counts.
+  (void)conn_.publish(doorbell_subject(req.tenant, req.function), {});
   return published{id};
 }
 
