@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "common/errc.h"
@@ -168,6 +169,29 @@ result<void> connection::publish(std::string_view subject, std::span<const uint8
 
 result<void> connection::js_publish(std::string_view subject, std::span<const uint8_t> data,
                                     std::string_view msg_id, const headers& extra) {
+  auto sent = js_publish_once(subject, data, msg_id, extra);
+  if (sent || known_servers() < 2) return sent;
+  // A cluster elects a new leader or the client moves to another server: the same message
+  // id again, so JetStream stores it once however many tries reached it.
+  const auto give_up = std::chrono::steady_clock::now() + cluster_publish_patience;
+  while (!sent && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    sent = js_publish_once(subject, data, msg_id, extra);
+  }
+  return sent;
+}
+
+size_t connection::known_servers() const noexcept {
+  char** servers = nullptr;
+  int count = 0;
+  if (natsConnection_GetServers(nc_, &servers, &count) != NATS_OK) return 1;
+  for (int i = 0; i < count; ++i) free(servers[i]);
+  free(servers);
+  return size_t(count);
+}
+
+result<void> connection::js_publish_once(std::string_view subject, std::span<const uint8_t> data,
+                                         std::string_view msg_id, const headers& extra) {
   // Disconnected, the message would wait in nats.c's buffer and the caller for an ack
   // that cannot come: fail at once and let the caller retry.
   if (!connected()) return fail(errc::unavailable);

@@ -39,8 +39,13 @@ class connection {
   // Core NATS publish (no acknowledgement).
   result<void> publish(std::string_view subject, std::span<const uint8_t> data);
   // JetStream publishes fail at once with errc::unavailable while the connection is down
-  // (nats.c reconnects by itself); they never wait for an ack that cannot come.
+  // (nats.c reconnects by itself); they never wait for an ack that cannot come. Except in
+  // a cluster, where another server takes over within seconds: there js_publish tries
+  // again, with the same Nats-Msg-Id, for up to cluster_publish_patience.
   bool connected() const noexcept;
+  // The servers this connection knows: those given and those the cluster announced.
+  size_t known_servers() const noexcept;
+  static constexpr std::chrono::seconds cluster_publish_patience{10};
   using headers = std::vector<std::pair<std::string, std::string>>;
   // JetStream publish, waits for the stream's ack. msg_id sets Nats-Msg-Id (dedup);
   // `extra` adds message headers.
@@ -56,6 +61,8 @@ class connection {
   result<void> flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
 
  private:
+  result<void> js_publish_once(std::string_view subject, std::span<const uint8_t> data,
+                               std::string_view msg_id, const headers& extra);
   connection(natsConnection* nc, jsCtx* js, std::string urls) noexcept
       : nc_(nc), js_(js), urls_(std::move(urls)) {}
   natsConnection* nc_;

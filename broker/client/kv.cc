@@ -21,7 +21,7 @@ result<std::unique_ptr<kv_bucket>> kv_bucket::open(connection& conn, std::string
   natsStatus s = js_KeyValue(&kv, conn.js(), name.c_str());
   if (s == NATS_NOT_FOUND) return fail(errc::not_found);
   if (s != NATS_OK) return fail(make_nats_error(s));
-  return std::unique_ptr<kv_bucket>(new kv_bucket(kv));
+  return std::unique_ptr<kv_bucket>(new kv_bucket(kv, conn.js(), std::move(name)));
 }
 
 kv_bucket::~kv_bucket() {
@@ -60,14 +60,26 @@ result<void> kv_bucket::erase(std::string_view key) {
 }
 
 result<std::vector<std::string>> kv_bucket::keys() {
-  kvKeysList list{};
-  natsStatus s = kvStore_Keys(&list, kv_, nullptr);
-  if (s == NATS_NOT_FOUND) return std::vector<std::string>{};
+  // The bucket's stream lists its subjects: no ephemeral consumer, which a cluster may
+  // place on a server that is down. Deleted keys keep a subject: get() skips those.
+  const std::string prefix = "$KV." + bucket_ + ".";
+  jsOptions o;
+  jsOptions_Init(&o);
+  const std::string all = prefix + ">";
+  o.Stream.Info.SubjectsFilter = all.c_str();
+  jsStreamInfo* info = nullptr;
+  natsStatus s = js_GetStreamInfo(&info, js_, ("KV_" + bucket_).c_str(), &o, nullptr);
   if (s != NATS_OK) return fail(make_nats_error(s));
+  std::vector<std::string> subjects;
+  if (const auto* list = info->State.Subjects)
+    for (int i = 0; i < list->Count; ++i) subjects.emplace_back(list->List[i].Subject + prefix.size());
+  jsStreamInfo_Destroy(info);
   std::vector<std::string> out;
-  out.reserve(size_t(list.Count));
-  for (int i = 0; i < list.Count; ++i) out.emplace_back(list.Keys[i]);
-  kvKeysList_Destroy(&list);
+  for (auto& key : subjects) {
+    auto value = get(key);
+    if (!value) return fail(value.error());
+    if (value->has_value()) out.push_back(std::move(key));
+  }
   return out;
 }
 

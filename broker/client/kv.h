@@ -24,7 +24,7 @@ class kv_bucket {
   result<std::optional<std::vector<uint8_t>>> get(std::string_view key);
   result<void> put(std::string_view key, std::span<const uint8_t> value);
   result<void> erase(std::string_view key);  // no error when absent
-  result<std::vector<std::string>> keys();
+  result<std::vector<std::string>> keys();  // those with a value
 
   // Calls on_change(key, value) for every current entry and every later put, and
   // on_change(key, nullopt) for a delete, from one background thread, until destroyed.
@@ -35,8 +35,11 @@ class kv_bucket {
   result<void> watch_all(change_handler on_change, std::function<void()> on_initial_done = {});
 
  private:
-  explicit kv_bucket(kvStore* kv) noexcept : kv_(kv) {}
+  kv_bucket(kvStore* kv, jsCtx* js, std::string bucket) noexcept
+      : kv_(kv), js_(js), bucket_(std::move(bucket)) {}
   kvStore* kv_;
+  jsCtx* js_;  // the connection's, which outlives this
+  std::string bucket_;
   kvWatcher* watcher_ = nullptr;
   std::atomic<bool> stopping_{false};
   std::thread watch_thread_;

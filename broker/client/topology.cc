@@ -83,12 +83,7 @@ std::string_view tenant_of(const proto::FunctionSpec& spec) {
 
 int replicas_for(connection& conn, const topology_options& opts) {
   if (opts.replicas > 0) return opts.replicas;
-  char** servers = nullptr;
-  int count = 0;
-  if (natsConnection_GetServers(conn.nats(), &servers, &count) != NATS_OK) return 1;
-  for (int i = 0; i < count; ++i) free(servers[i]);
-  free(servers);
-  return count >= 3 ? 3 : 1;
+  return conn.known_servers() >= 3 ? 3 : 1;
 }
 
 }  // namespace
