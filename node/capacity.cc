@@ -6,8 +6,8 @@
 
 namespace fnmesh::node {
 
-capacity::capacity(uint32_t slots, int64_t memory_bytes, issue_fn issue)
-    : slots_(slots), memory_bytes_(memory_bytes), issue_(std::move(issue)) {}
+capacity::capacity(uint32_t slots, int64_t memory_bytes, issue_fn issue, warm_fn warm)
+    : slots_(slots), memory_bytes_(memory_bytes), issue_(std::move(issue)), warm_(std::move(warm)) {}
 
 void capacity::set_functions(const std::vector<capacity_function>& functions) {
   std::lock_guard lock(mutex_);
@@ -20,38 +20,42 @@ void capacity::set_functions(const std::vector<capacity_function>& functions) {
     f.spec = spec;
     f.deployed = true;
   }
-  std::erase_if(functions_, [](const auto& kv) {
-    const auto& f = kv.second;
-    return !f.deployed && f.reserved == 0 && f.running == 0 && f.waiting_requests == 0;
-  });
+  std::erase_if(functions_, [](const auto& kv) { return !kv.second.deployed && kv.second.used() == 0; });
 }
 
-uint32_t capacity::room(const function_state& f) const {
-  uint32_t n = slots_ - used_slots_;
+void capacity::on_backlog(const std::string& consumer) {
+  std::lock_guard lock(mutex_);
+  if (auto it = functions_.find(consumer); it != functions_.end()) it->second.backlog = true;
+}
+
+uint32_t capacity::room(const function_state& f, const held& taken) const {
+  uint32_t n = taken.slots >= slots_ ? 0 : slots_ - taken.slots;
   if (f.spec.memory_bytes > 0)
-    n = uint32_t(std::clamp<int64_t>((memory_bytes_ - used_memory_) / f.spec.memory_bytes, 0, n));
-  if (f.spec.concurrency > 0) {
-    const uint32_t used = f.reserved + f.running;
-    n = used >= f.spec.concurrency ? 0 : std::min(n, f.spec.concurrency - used);
-  }
+    n = uint32_t(std::clamp<int64_t>((memory_bytes_ - taken.memory) / f.spec.memory_bytes, 0, n));
+  if (f.spec.concurrency > 0)
+    n = f.used() >= f.spec.concurrency ? 0 : std::min(n, f.spec.concurrency - f.used());
   return n;
 }
 
-bool capacity::issue(function_state& f, uint32_t batch) {
-  auto id = issue_(f.spec.consumer, batch, f.hungry);
+bool capacity::issue(function_state& f, uint32_t batch, pull_kind kind) {
+  auto id = issue_(f.spec.consumer, batch, kind);
   if (!id) {
     logger("node")->warn("pull request to {} failed: {}", f.spec.consumer, id.error().message());
     return false;
   }
-  requests_.emplace(*id, request{f.spec.consumer, batch, f.spec.memory_bytes});
-  f.reserved += batch;
-  f.waiting_requests += 1;
-  used_slots_ += batch;
-  used_memory_ += int64_t(batch) * f.spec.memory_bytes;
+  requests_.emplace(*id, request{f.spec.consumer, kind, batch, f.spec.memory_bytes});
+  (kind == pull_kind::warm ? f.warm_reserved : f.cold_reserved) += batch;
+  (kind == pull_kind::warm ? warm_reserved_ : cold_reserved_).add(int32_t(batch), f.spec.memory_bytes);
   return true;
 }
 
+void capacity::release(function_state& f, pull_kind kind, uint32_t n, int64_t memory_each) {
+  (kind == pull_kind::warm ? f.warm_reserved : f.cold_reserved) -= n;
+  (kind == pull_kind::warm ? warm_reserved_ : cold_reserved_).add(-int32_t(n), memory_each);
+}
+
 void capacity::refill(int64_t now_ms) {
+  const auto warm = warm_();
   std::lock_guard lock(mutex_);
   if (stopped_ || functions_.empty()) return;
   std::vector<function_state*> order;
@@ -62,24 +66,26 @@ void capacity::refill(int64_t now_ms) {
             [](auto* a, auto* b) { return a->spec.consumer < b->spec.consumer; });
   std::rotate(order.begin(), order.begin() + (round_robin_++ % order.size()), order.end());
 
-  // Every function keeps one waiting request, so a first invocation is never stuck.
-  for (auto* f : order)
-    if (f->waiting_requests == 0 && room(*f) > 0) issue(*f, 1);
-
-  // Functions with backlog share what is left, in batches of at least a quarter of the
-  // slots: one request per freed slot would double the broker's work per invocation.
-  std::vector<function_state*> hungry;
-  for (auto* f : order)
-    if (f->hungry) hungry.push_back(f);
-  const uint32_t min_batch = std::max<uint32_t>(1, slots_ / 4);
-  while (!hungry.empty() && slots_ - used_slots_ >= min_batch) {
-    const uint32_t share = std::max<uint32_t>(1, (slots_ - used_slots_) / hungry.size());
-    bool issued = false;
-    for (auto* f : hungry) {
-      const uint32_t n = std::min(share, room(*f));
-      if (n > 0 && issue(*f, n)) issued = true;
-    }
-    if (!issued) break;
+  // Every idle warm sandbox waits on its function's consumer.
+  for (auto* f : order) {
+    auto it = warm.find(f->spec.consumer);
+    const uint32_t live = it == warm.end() ? 0 : it->second;
+    const uint32_t busy = f->running + f->warm_reserved;
+    if (live <= busy) continue;
+    held taken = running_;
+    taken.slots += warm_reserved_.slots + cold_reserved_.slots;
+    taken.memory += warm_reserved_.memory + cold_reserved_.memory;
+    if (const uint32_t n = std::min(live - busy, room(*f, taken)); n > 0) issue(*f, n, pull_kind::warm);
+  }
+  // A function with backlog takes what the node can start now. Other functions' idle
+  // sandboxes do not hold it back: their requests only wait, and an invocation that
+  // reaches one of them when the node is full is handed back.
+  for (auto* f : order) {
+    if (!f->backlog || f->cold_reserved > 0) continue;
+    held taken = running_;
+    taken.slots += cold_reserved_.slots + f->warm_reserved;
+    taken.memory += cold_reserved_.memory + int64_t(f->warm_reserved) * f->spec.memory_bytes;
+    if (const uint32_t n = room(*f, taken); n > 0 && issue(*f, n, pull_kind::cold)) f->backlog = false;
   }
 }
 
@@ -90,11 +96,7 @@ void capacity::on_request_end(uint64_t request_id, int status, int64_t now_ms) {
   const request req = std::move(it->second);
   requests_.erase(it);
   auto& f = functions_.at(req.consumer);
-  f.reserved -= req.remaining;
-  f.waiting_requests -= 1;
-  used_slots_ -= req.remaining;
-  used_memory_ -= int64_t(req.remaining) * req.memory_each;
-  f.hungry = false;
+  release(f, req.kind, req.remaining, req.memory_each);
   if (status == 409 || status == 503) f.backoff_until_ms = now_ms + 1000;
   forget_if_idle(req.consumer);
 }
@@ -104,23 +106,22 @@ std::optional<int64_t> capacity::on_delivery(const std::string& consumer, uint64
   auto fit = functions_.find(consumer);
   if (fit == functions_.end()) return std::nullopt;
   auto& f = fit->second;
+  const bool fits = running_.slots < slots_ && running_.memory + f.spec.memory_bytes <= memory_bytes_;
   auto rit = requests_.find(request_id);
   if (rit != requests_.end() && rit->second.consumer == consumer && rit->second.remaining > 0) {
-    const int64_t memory = rit->second.memory_each;
-    f.reserved -= 1;
-    f.running += 1;
-    if (--rit->second.remaining == 0) {  // fully served: the function has backlog
+    auto& req = rit->second;
+    const pull_kind kind = req.kind;
+    release(f, kind, 1, req.memory_each);
+    if (--req.remaining == 0) {
       requests_.erase(rit);
-      f.waiting_requests -= 1;
-      f.hungry = true;
+      if (kind == pull_kind::cold) f.backlog = true;  // it took all it asked for: more may wait
     }
-    return memory;
+    if (stopped_ || !fits) return std::nullopt;  // draining, or a borrowed slot is taken by now
+  } else if (stopped_ || !f.deployed || !fits || room(f, running_) == 0) {
+    return std::nullopt;  // its request already ended here, and there is no free room now
   }
-  // Its request already ended here: run it only if there is free room now.
-  if (stopped_ || !f.deployed || room(f) == 0) return std::nullopt;
   f.running += 1;
-  used_slots_ += 1;
-  used_memory_ += f.spec.memory_bytes;
+  running_.add(1, f.spec.memory_bytes);
   return f.spec.memory_bytes;
 }
 
@@ -129,16 +130,14 @@ void capacity::on_finished(const std::string& consumer, int64_t memory_bytes) {
   auto it = functions_.find(consumer);
   if (it == functions_.end() || it->second.running == 0) return;
   it->second.running -= 1;
-  used_slots_ -= 1;
-  used_memory_ -= memory_bytes;
+  running_.slots -= 1;
+  running_.memory -= memory_bytes;
   forget_if_idle(consumer);
 }
 
 void capacity::forget_if_idle(const std::string& consumer) {
   auto it = functions_.find(consumer);
-  const auto& f = it->second;
-  if (!f.deployed && f.reserved == 0 && f.running == 0 && f.waiting_requests == 0)
-    functions_.erase(it);
+  if (!it->second.deployed && it->second.used() == 0) functions_.erase(it);
 }
 
 void capacity::stop() {
@@ -148,16 +147,12 @@ void capacity::stop() {
 
 uint32_t capacity::running() const {
   std::lock_guard lock(mutex_);
-  uint32_t n = 0;
-  for (const auto& [_, f] : functions_) n += f.running;
-  return n;
+  return running_.slots;
 }
 
 uint32_t capacity::reserved() const {
   std::lock_guard lock(mutex_);
-  uint32_t n = 0;
-  for (const auto& [_, f] : functions_) n += f.reserved;
-  return n;
+  return warm_reserved_.slots + cold_reserved_.slots;
 }
 
 }  // namespace fnmesh::node

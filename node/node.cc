@@ -21,8 +21,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-constexpr auto waiting_request_expiry = 10s;   // an idle function's standing pull request
-constexpr auto hungry_request_expiry = 1s;     // extra requests while a function has backlog
+constexpr auto warm_request_expiry = 20s;  // an idle sandbox's waiting pull request, renewed
+// A fresh or just-restarted cluster answers JetStream calls once it has elected leaders.
+constexpr auto startup_patience = 30s;
+// After a retry or dead letter could not be published: NATS is likely electing a leader.
+constexpr auto republish_delay = 2s;
 constexpr const char* not_before_header = "Fnmesh-Not-Before";  // a retry's earliest start, unix ns
 constexpr size_t max_dead_letter_error = 1024;
 
@@ -66,10 +69,27 @@ std::string one_line(std::string_view text, size_t max) {
   return out;
 }
 
-template <class T>
-T must(result<T> r, const std::string& what) {
+// Calls `attempt` until it succeeds or startup_patience has passed; throws then.
+template <class F>
+auto must(F&& attempt, const std::string& what) {
+  const auto give_up = std::chrono::steady_clock::now() + startup_patience;
+  auto r = attempt();
+  while (!r && std::chrono::steady_clock::now() < give_up) {
+    logger("node")->warn("{}: {}; trying again", what, r.error().message());
+    std::this_thread::sleep_for(1s);
+    r = attempt();
+  }
   if (!r) throw std::runtime_error(what + ": " + r.error().message());
-  if constexpr (!std::is_void_v<T>) return std::move(*r);
+  if constexpr (!std::is_void_v<typename decltype(r)::value_type>) return std::move(*r);
+}
+
+// A function with labels runs only on nodes that have each of them.
+bool labels_match(const p::FunctionSpec& spec, const std::map<std::string, std::string>& node_labels) {
+  if (!spec.labels()) return true;
+  return std::ranges::all_of(*spec.labels(), [&](const p::KeyValue* l) {
+    auto it = node_labels.find(std::string(p::view(l->key())));
+    return it != node_labels.end() && it->second == p::view(l->value());
+  });
 }
 
 flatbuffers::Offset<p::Result> encode_result(flatbuffers::FlatBufferBuilder& b,
@@ -93,9 +113,17 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   // First, so that a taken port fails the start before anything else is set up.
   capacity_ = std::make_unique<capacity>(
       opts_.slots, opts_.memory_bytes,
-      [this](const std::string& consumer, uint32_t batch, bool hungry) {
+      [this](const std::string& consumer, uint32_t batch, pull_kind kind) {
         return pulls_->request(consumer, batch,
-                               hungry ? hungry_request_expiry : waiting_request_expiry);
+                               kind == pull_kind::warm ? warm_request_expiry : std::chrono::milliseconds(0));
+      },
+      [this] {
+        std::unordered_map<std::string, uint32_t> warm;
+        for (const auto& [function, count] : executor_->warm_by_function()) {
+          const auto slash = function.find('/');
+          warm[broker::consumer_name(function.substr(0, slash), function.substr(slash + 1))] = uint32_t(count);
+        }
+        return warm;
       });
   metrics_endpoint_ = std::make_unique<metrics_endpoint>(
       opts_.metrics_listen, [this] { return metrics_.render(capacity_->running()); });
@@ -104,9 +132,9 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   auto conn = broker::connection::connect({.urls = opts_.nats_urls, .name = opts_.node_id});
   if (!conn) throw std::runtime_error(conn.error().message());  // names the URL
   conn_ = std::move(*conn);
-  must(broker::bootstrap(*conn_), "cannot set up JetStream at " + opts_.nats_urls);
-  code_bucket_ = must(broker::kv_bucket::open(*conn_, broker::code_bucket), "KV FNMESH_CODE");
-  nodes_bucket_ = must(broker::kv_bucket::open(*conn_, broker::nodes_bucket), "KV FNMESH_NODES");
+  must([&] { return broker::bootstrap(*conn_); }, "cannot set up JetStream at " + opts_.nats_urls);
+  code_bucket_ = must([&] { return broker::kv_bucket::open(*conn_, broker::code_bucket); }, "KV FNMESH_CODE");
+  nodes_bucket_ = must([&] { return broker::kv_bucket::open(*conn_, broker::nodes_bucket); }, "KV FNMESH_NODES");
   code_ = std::make_unique<code_cache>(*code_bucket_, opts_.dir / "code");
   reporter_ = std::make_unique<reporter>(
       zmq_, reporter_options{.node_id = opts_.node_id,
@@ -126,18 +154,29 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   executor_ = std::make_unique<executor>(opts_.runtime);
   log->info("sandboxes: {}", executor_->describe());
 
-  pulls_ = must(broker::pull_requests::open(
-                    *conn_, std::string(broker::invoke_stream),
-                    [this](broker::delivery&& d) { on_delivery(std::move(d)); },
-                    [this](uint64_t id, uint32_t, int status) {
-                      capacity_->on_request_end(id, status, now_ms());
-                      if (!stopping_) capacity_->refill(now_ms());
-                    }),
+  pulls_ = must([&] {
+                  return broker::pull_requests::open(
+                      *conn_, std::string(broker::invoke_stream),
+                      [this](broker::delivery&& d) { on_delivery(std::move(d)); },
+                      [this](uint64_t id, uint32_t, int status) {
+                        capacity_->on_request_end(id, status, now_ms());
+                        if (!stopping_) capacity_->refill(now_ms());
+                      });
+                },
                 "cannot subscribe for pull requests");
-  registry_ = must(broker::function_registry::open(
-                       *conn_, [this](const std::string&, const broker::function_ptr&) {
-                         on_functions_changed();
-                       }),
+  backlog_ = must([&] {
+                    return backlog::open(*conn_, [this](std::string_view tenant, std::string_view function) {
+                      capacity_->on_backlog(broker::consumer_name(tenant, function));
+                      if (!stopping_) capacity_->refill(now_ms());
+                    });
+                  },
+                  "cannot subscribe to doorbells");
+  registry_ = must([&] {
+                     return broker::function_registry::open(
+                         *conn_, [this](const std::string&, const broker::function_ptr&) {
+                           on_functions_changed();
+                         });
+                   },
                    "cannot read KV FNMESH_FUNCTIONS");
   registry_view_ = registry_.get();
   on_functions_changed();
@@ -152,6 +191,7 @@ node::~node() {
   closing_ = true;
   if (capacity_) capacity_->stop();
   if (heartbeat_.joinable()) heartbeat_.join();
+  backlog_.reset();
   pulls_.reset();     // no delivery arrives after this
   registry_.reset();  // joins its watch thread; registry_view_ stays valid until then
   executor_.reset();
@@ -165,6 +205,7 @@ void node::on_functions_changed() {
   std::vector<capacity_function> functions;
   for (const auto& fn : registry->all()) {
     const auto& spec = fn->spec();
+    if (!labels_match(spec, opts_.labels)) continue;
     functions.push_back({.consumer = broker::consumer_name(p::view(spec.tenant()), p::view(spec.name())),
                          .memory_bytes = int64_t(spec.memory_mb()) << 20,
                          .concurrency = spec.concurrency()});
@@ -263,6 +304,10 @@ void node::on_delivery(broker::delivery&& d) {
 
 void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&& out,
                   const invocation_info& inv) {
+  // The slot is free before the caller hears back: an idle warm sandbox is waiting on the
+  // server again by the time the caller's next invocation arrives.
+  capacity_->on_finished(d.consumer, inv.memory_held);
+  if (!stopping_) capacity_->refill(now_ms());
   if (out.output.size() > opts_.limits.result) {
     out.error = "result of " + std::to_string(out.output.size()) + " bytes is over the limit of " +
                 std::to_string(opts_.limits.result) + " bytes";
@@ -309,14 +354,10 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
                           !spooled ? "spool append failed: " + spooled.error().message()
                                    : "cannot publish its " + std::string(retried ? "retry" : "dead letter") +
                                          ": " + followed.error().message());
-    (void)d.nak(*conn_);
+    (void)d.nak(*conn_, republish_delay);
   }
-  {
-    std::lock_guard lock(in_flight_mutex_);
-    in_flight_.erase(inv.id);
-  }
-  capacity_->on_finished(d.consumer, inv.memory_held);
-  if (!stopping_) capacity_->refill(now_ms());
+  std::lock_guard lock(in_flight_mutex_);
+  in_flight_.erase(inv.id);
 }
 
 result<void> node::retry(const broker::function_ptr& fn, const broker::delivery& d,
@@ -346,6 +387,11 @@ result<void> node::dead_letter(const broker::delivery& d, const invocation_info&
                             {"Fnmesh-Failed-Ns", std::to_string(unix_now_ns())}});
 }
 
+size_t node::running_here() {
+  std::lock_guard lock(in_flight_mutex_);
+  return in_flight_.size();
+}
+
 void node::send_progress() {
   const int64_t now = now_ms();
   std::lock_guard lock(in_flight_mutex_);
@@ -360,6 +406,9 @@ void node::heartbeat_loop() {
   int64_t next_beat = 0;
   // Until the node is destroyed: a draining node still beats and keeps its runs alive.
   while (!closing_) {
+    if (!stopping_)
+      if (auto polled = backlog_->poll(); !polled)
+        logger("node")->debug("pending counts unavailable: {}", polled.error().message());
     capacity_->refill(now_ms());  // requests past their back-off (none once draining)
     send_progress();
     if (now_ms() >= next_beat) {
@@ -391,7 +440,7 @@ void node::drain(std::chrono::milliseconds flush_timeout) {
   // Standing pull requests may still be answered while what runs finishes: those
   // deliveries are nak'ed (capacity stopped), so another node takes them at once. Once the
   // subscription is gone, a delivery would wait out its ack wait instead.
-  while (capacity_->running() > 0) std::this_thread::sleep_for(20ms);
+  while (capacity_->running() > 0 || running_here() > 0) std::this_thread::sleep_for(20ms);
   pulls_->stop();
   executor_->drain();
   if (!reporter_->flush(flush_timeout))

@@ -26,6 +26,7 @@
 #include "broker/client/pull_requests.h"
 #include "broker/client/subjects.h"
 #include "common/metrics_endpoint.h"
+#include "node/backlog.h"
 #include "node/capacity.h"
 #include "node/code_cache.h"
 #include "node/node_metrics.h"
@@ -85,6 +86,8 @@ class node {
                      const invocation_info& inv);
   result<void> dead_letter(const broker::delivery& d, const invocation_info& inv,
                            std::string_view status, std::string_view error, uint32_t attempts);
+  // Invocations not yet acked (capacity frees a slot before its ack is sent).
+  size_t running_here();
   void send_progress();
   void heartbeat_loop();
   static int64_t now_ms();
@@ -101,6 +104,7 @@ class node {
   std::unique_ptr<broker::log_publisher> logs_; // executor loop thread only
   std::unique_ptr<executor> executor_;
   std::unique_ptr<broker::pull_requests> pulls_;
+  std::unique_ptr<backlog> backlog_;
   std::unique_ptr<broker::function_registry> registry_;
   // What the registry's watch thread reads: set once started, valid until registry_ dies.
   std::atomic<const broker::function_registry*> registry_view_{nullptr};
