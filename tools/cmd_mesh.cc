@@ -21,11 +21,12 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-constexpr std::string_view node_id = "node-1";
-
 struct up_options {
   std::string ports;
-  int nats_port = 4222;
+  unsigned cluster = 1;        // nats-servers: 1, or a JetStream cluster of 3
+  unsigned nodes = 1;
+  int nats_port = 4222;        // the first server's; a cluster's others follow it
+  int nats_route_port = 6222;  // a cluster's routes, likewise
   int collector_port = 7700;
   int collector_http_port = 7701;
   int http_port = 8080;
@@ -87,6 +88,19 @@ result<void> write_collector_tokens(const fs::path& file, const std::string& def
   return write_secret(file, "# fnmesh-collector query tokens: tenant: [tokens] (Authorization: Bearer "
                             "<token>); admin sees every tenant\nadmin: [" + admin + "]\n" +
                             (default_key.empty() ? "" : "default: [" + default_key + "]\n"));
+}
+
+// nats-server `name`'s config: payloads up to 6 MiB fit in one message (DESIGN §2); in a
+// cluster (route_ports not empty) it is member `index`, routed to every member on loopback,
+// as broker/nats/cluster-*.conf.
+void write_nats_config(const fs::path& file, const std::string& name, const std::vector<int>& route_ports,
+                       size_t index) {
+  std::ofstream out(file);
+  out << "# written by fnmesh up\nserver_name: " << name << "\nmax_payload: 8388608\n";
+  if (route_ports.empty()) return;
+  out << "cluster {\n  name: fnmesh\n  listen: 127.0.0.1:" << route_ports[index] << "\n  routes: [\n";
+  for (int port : route_ports) out << "    nats-route://127.0.0.1:" << port << "\n";
+  out << "  ]\n}\n";
 }
 
 // Polls `ready` until it holds, `running` fails, or the time is up.
@@ -192,15 +206,25 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
     remove_state(home, *status);  // left over from a mesh that died
   }
 
-  int nats_port = o.nats_port, collector_port = o.collector_port, http_port = o.http_port;
+  int collector_port = o.collector_port, http_port = o.http_port;
   int collector_http_port = o.collector_http_port;
+  std::vector<int> nats_ports, route_ports;
+  for (unsigned i = 0; i < o.cluster; ++i) {
+    nats_ports.push_back(o.nats_port + int(i));
+    if (o.cluster > 1) route_ports.push_back(o.nats_route_port + int(i));
+  }
   if (o.ports == "auto") {
-    auto free = pick_free_ports(4);
+    auto free = pick_free_ports(3 + nats_ports.size() + route_ports.size());
     if (!free) return fail("cannot pick free ports: " + free.error().message());
-    if (cmd.count("--nats-port") == 0) nats_port = (*free)[0];
-    if (cmd.count("--collector-port") == 0) collector_port = (*free)[1];
-    if (cmd.count("--http-port") == 0) http_port = (*free)[2];
-    if (cmd.count("--collector-http-port") == 0) collector_http_port = (*free)[3];
+    auto next = free->begin();
+    if (cmd.count("--collector-port") == 0) collector_port = *next;
+    if (cmd.count("--http-port") == 0) http_port = *++next;
+    if (cmd.count("--collector-http-port") == 0) collector_http_port = *++next;
+    for (auto* ports : {&nats_ports, &route_ports})
+      for (size_t i = 0; i < ports->size(); ++i) {
+        ++next;
+        if (cmd.count(ports == &nats_ports ? "--nats-port" : "--nats-route-port") == 0) (*ports)[i] = *next;
+      }
   } else if (!o.ports.empty()) {
     return fail("--ports takes only \"auto\"");
   }
@@ -216,21 +240,22 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
       return fail(b.string() + " not found: build it first (tools/build.sh)");
   const bool with_http = ::access(http_bin.c_str(), X_OK) == 0;
 
-  for (auto [port, flag] : {std::pair{nats_port, "--nats-port"}, {collector_port, "--collector-port"},
-                            {collector_http_port, "--collector-http-port"}, {http_port, "--http-port"}}) {
-    if (std::string_view(flag) == "--http-port" && !with_http) continue;
+  std::vector<std::pair<int, const char*>> ports = {{collector_port, "--collector-port"},
+                                                     {collector_http_port, "--collector-http-port"}};
+  if (with_http) ports.emplace_back(http_port, "--http-port");
+  for (int port : nats_ports) ports.emplace_back(port, "--nats-port");
+  for (int port : route_ports) ports.emplace_back(port, "--nats-route-port");
+  for (auto [port, flag] : ports)
     if (!port_free(port))
       return fail("port " + std::to_string(port) + " on 127.0.0.1 is in use: choose another with " +
                   flag + " or use --ports auto");
-  }
 
   std::error_code ec;
-  for (const char* sub : {"logs", "run", "nats", "node"}) fs::create_directories(home / sub, ec);
+  for (const char* sub : {"logs", "run", "nats"}) fs::create_directories(home / sub, ec);
   if (ec) return fail("cannot create " + home.string() + ": " + ec.message());
-  // Payloads up to 6 MiB must fit in one NATS message (DESIGN §2).
-  std::ofstream(home / "nats.conf") << "# written by fnmesh up\nmax_payload: 8388608\n";
 
-  const std::string nats_url = "nats://127.0.0.1:" + std::to_string(nats_port);
+  std::string nats_url;
+  for (int port : nats_ports) nats_url += (nats_url.empty() ? "" : ",") + ("nats://127.0.0.1:" + std::to_string(port));
   const std::string collector_ep = "tcp://127.0.0.1:" + std::to_string(collector_port);
   const std::string collector_http = "http://127.0.0.1:" + std::to_string(collector_http_port);
   const std::string http_url = "http://127.0.0.1:" + std::to_string(http_port);
@@ -252,23 +277,34 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   const auto wait_limit = std::chrono::seconds(o.wait_s);
   const std::string log_level = "info";
 
-  // 1. nats-server with JetStream, loopback only.
-  daemon_process nats{"nats-server", *nats_server,
-                      {"-c", (home / "nats.conf").string(), "-js", "-a", "127.0.0.1", "-p",
-                       std::to_string(nats_port), "-sd", (home / "nats").string()},
-                      nats_url};
-  if (auto ok = mesh.start(nats); !ok) return mesh.abort("nats-server", "could not start: " + ok.error().message());
-  const pid_t nats_pid = mesh.last().pid;
-  if (!wait_for([&] { return port_answers(nats_port); }, [&] { return child_running(nats_pid); }, wait_limit))
-    return mesh.abort("nats-server", "did not answer on " + nats_url);
+  // 1. nats-server with JetStream, loopback only: one, or a cluster whose streams and KV
+  // buckets keep 3 replicas (bootstrap sees 3 servers).
+  for (size_t i = 0; i < nats_ports.size(); ++i) {
+    const std::string name = nats_ports.size() == 1 ? "nats-server" : "nats-server-" + std::string(1, char('a' + i));
+    const fs::path conf = home / (name + ".conf");
+    write_nats_config(conf, name, route_ports, i);
+    daemon_process nats{name, *nats_server,
+                        {"-c", conf.string(), "-js", "-a", "127.0.0.1", "-p", std::to_string(nats_ports[i]),
+                         "-sd", (home / "nats" / (nats_ports.size() == 1 ? "" : name)).string()},
+                        "nats://127.0.0.1:" + std::to_string(nats_ports[i])};
+    if (auto ok = mesh.start(nats); !ok) return mesh.abort(name, "could not start: " + ok.error().message());
+  }
+  for (size_t i = 0; i < nats_ports.size(); ++i) {
+    const auto& nats = mesh.started()[i];
+    if (!wait_for([&] { return port_answers(nats_ports[i]); }, [&] { return child_running(nats.pid); }, wait_limit))
+      return mesh.abort(nats.name, "did not answer on " + nats.endpoint);
+  }
   auto conn = connect_retrying(nats_url, 5s);
-  if (!conn) return mesh.abort("nats-server", conn.error().message());
+  if (!conn) return mesh.abort(mesh.started().front().name, conn.error().message());
+  // JetStream may still be recovering its store, or a cluster electing its leaders.
   result<void> boot = broker::bootstrap(**conn);
-  for (int i = 0; !boot && i < 50; ++i) {  // JetStream may still be recovering its store
-    std::this_thread::sleep_for(100ms);
+  const auto boot_deadline = std::chrono::steady_clock::now() + wait_limit;
+  while (!boot && std::chrono::steady_clock::now() < boot_deadline) {
+    std::this_thread::sleep_for(200ms);
     boot = broker::bootstrap(**conn);
   }
-  if (!boot) return mesh.abort("nats-server", "refused the topology bootstrap: " + boot.error().message());
+  if (!boot)
+    return mesh.abort(mesh.started().front().name, "refused the topology bootstrap: " + boot.error().message());
 
   // 2. The billing collector.
   daemon_process collector{"fnmesh-collector", collector_bin,
@@ -282,27 +318,35 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
                 [&] { return child_running(collector_pid); }, wait_limit))
     return mesh.abort(collector.name, "did not listen on " + collector_ep + " and " + collector_http);
 
-  // 3. One node: up once its heartbeat is in KV FNMESH_NODES.
+  // 3. The nodes: each up once its heartbeat is in KV FNMESH_NODES.
   const int64_t node_started_ns = unix_now_ns();
-  daemon_process node{"fnmesh-node", node_bin,
-                      {"--nats", nats_url, "--collector", collector_ep, "--dir", (home / "node").string(),
-                       "--node-id", std::string(node_id), "--log-level", log_level},
-                      ""};
-  if (o.slots > 0) node.args.insert(node.args.end(), {"--slots", std::to_string(o.slots)});
-  if (o.no_bpf) node.args.push_back("--no-bpf");
-  if (auto ok = mesh.start(node); !ok) return mesh.abort(node.name, "could not start: " + ok.error().message());
-  const pid_t node_pid = mesh.last().pid;
+  std::vector<std::pair<std::string, pid_t>> node_ids;
+  for (unsigned i = 1; i <= o.nodes; ++i) {
+    const std::string id = "node-" + std::to_string(i);
+    daemon_process node{o.nodes == 1 ? "fnmesh-node" : "fnmesh-" + id, node_bin,
+                        {"--nats", nats_url, "--collector", collector_ep, "--dir",
+                         (home / (i == 1 ? "node" : id)).string(), "--node-id", id, "--log-level", log_level},
+                        ""};
+    if (o.slots > 0) node.args.insert(node.args.end(), {"--slots", std::to_string(o.slots)});
+    if (o.no_bpf) node.args.push_back("--no-bpf");
+    if (auto ok = mesh.start(node); !ok) return mesh.abort(node.name, "could not start: " + ok.error().message());
+    node_ids.emplace_back(id, mesh.last().pid);
+  }
   auto nodes = broker::kv_bucket::open(**conn, broker::nodes_bucket);
-  if (!nodes) return mesh.abort("nats-server", "has no KV " + std::string(broker::nodes_bucket));
-  // A heartbeat sent since this start (a node killed earlier may have left one in KV).
-  auto beating = [&] {
-    auto v = (*nodes)->get(node_id);
-    if (!v || !v->has_value()) return false;
-    const auto* beat = proto::verified<proto::Heartbeat>(**v);
-    return beat && beat->sent_ns() >= node_started_ns;
-  };
-  if (!wait_for(beating, [&] { return child_running(node_pid); }, wait_limit))
-    return mesh.abort(node.name, child_running(node_pid) ? "sent no heartbeat" : "exited");
+  if (!nodes) return mesh.abort(mesh.started().front().name, "has no KV " + std::string(broker::nodes_bucket));
+  for (size_t i = 0; i < node_ids.size(); ++i) {
+    const auto& [id, pid] = node_ids[i];
+    // A heartbeat sent since this start (a node killed earlier may have left one in KV).
+    auto beating = [&] {
+      auto v = (*nodes)->get(id);
+      if (!v || !v->has_value()) return false;
+      const auto* beat = proto::verified<proto::Heartbeat>(**v);
+      return beat && beat->sent_ns() >= node_started_ns;
+    };
+    const std::string name = mesh.started()[nats_ports.size() + 1 + i].name;
+    if (!wait_for(beating, [&] { return child_running(pid); }, wait_limit))
+      return mesh.abort(name, child_running(pid) ? "sent no heartbeat" : "exited");
+  }
 
   // 4. The trigger adapters that are built.
   if (with_http) {
@@ -337,7 +381,9 @@ int run_up(const context& ctx, const up_options& o, const CLI::App& cmd) {
   if (with_http)
     std::printf("  http       %s  (Authorization: Bearer %s; keys in %s)\n", http_url.c_str(),
                 api_key->c_str(), keys_file.c_str());
-  std::printf("  node       %s\n", std::string(node_id).c_str());
+  std::string ids;
+  for (const auto& [id, _] : node_ids) ids += (ids.empty() ? "" : ", ") + id;
+  std::printf("  %-10s %s\n", node_ids.size() == 1 ? "node" : "nodes", ids.c_str());
   for (const auto& name : not_built) std::printf("  (%s not built: its triggers do not fire)\n", name.c_str());
   return 0;
 }
@@ -404,10 +450,19 @@ int run_status(const context& ctx, bool as_json) {
 
 void add_mesh_commands(CLI::App& app, context& ctx, command_list& out) {
   auto o = std::make_shared<up_options>();
-  auto* up = app.add_subcommand("up", "start a local mesh: nats-server, collector, one node, the adapters");
+  auto* up = app.add_subcommand("up", "start a local mesh: nats-server(s), collector, node(s), the adapters");
   up->add_option("--ports", o->ports, "\"auto\": pick free ports (explicit --*-port flags still win)")
       ->check(CLI::IsMember({"auto"}));
-  up->add_option("--nats-port", o->nats_port, "NATS client port")->capture_default_str();
+  up->add_option("--cluster", o->cluster, "nats-servers: 1, or 3 for a JetStream cluster (streams and KV keep 3 replicas)")
+      ->check(CLI::IsMember({1u, 3u}))
+      ->capture_default_str();
+  up->add_option("--nodes", o->nodes, "fnmesh-node processes (node-1 ... node-N)")
+      ->check(CLI::Range(1u, 64u))
+      ->capture_default_str();
+  up->add_option("--nats-port", o->nats_port, "NATS client port (a cluster's servers use it and the next ones)")
+      ->capture_default_str();
+  up->add_option("--nats-route-port", o->nats_route_port, "a cluster's first route port (and the next ones)")
+      ->capture_default_str();
   up->add_option("--collector-port", o->collector_port, "collector ZeroMQ port")->capture_default_str();
   up->add_option("--collector-http-port", o->collector_http_port, "collector HTTP API port (billing queries)")
       ->capture_default_str();
