@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <charconv>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -142,6 +143,21 @@ std::string human_duration_ns(int64_t ns) {
   else if (ns < 120'000'000'000) std::snprintf(buf, sizeof buf, "%.1f s", double(ns) / 1e9);
   else std::snprintf(buf, sizeof buf, "%lld min", (long long)(ns / 60'000'000'000));
   return buf;
+}
+
+std::string rfc3339_ms(int64_t unix_ns) {
+  const std::time_t secs = std::time_t(unix_ns / 1'000'000'000);
+  std::tm tm{};
+  ::gmtime_r(&secs, &tm);
+  char buf[40];
+  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", int(unix_ns / 1'000'000 % 1000));
+  return buf;
+}
+
+std::string why(natsStatus s) {
+  const char* last = nats_GetLastError(nullptr);
+  return last && *last ? last : natsStatus_GetText(s);
 }
 
 }  // namespace fnmesh::cli

@@ -95,5 +95,18 @@ class table {
 std::optional<int64_t> parse_duration_ns(std::string_view text);
 // A duration for people: "850 µs", "12.3 ms", "4.1 s", "3 min".
 std::string human_duration_ns(int64_t ns);
+// UTC with milliseconds: "2024-05-01T12:34:56.789Z".
+std::string rfc3339_ms(int64_t unix_ns);
+
+// nats.c's last error text for `s`, else the status's own.
+std::string why(natsStatus s);
+// A JetStream subscription; destroying it unsubscribes, which deletes its ephemeral consumer.
+struct subscription_deleter {
+  void operator()(natsSubscription* s) const noexcept {
+    natsSubscription_Unsubscribe(s);
+    natsSubscription_Destroy(s);
+  }
+};
+using subscription = std::unique_ptr<natsSubscription, subscription_deleter>;
 
 }  // namespace fnmesh::cli

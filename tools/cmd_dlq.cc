@@ -7,7 +7,6 @@
 
 #include <charconv>
 #include <cstdlib>
-#include <ctime>
 #include <deque>
 #include <map>
 
@@ -15,6 +14,7 @@
 #include "broker/client/invoker.h"
 #include "broker/client/pull_requests.h"
 #include "broker/client/subjects.h"
+#include "common/base64.h"
 #include "common/clock.h"
 #include "common/errc.h"
 #include "common/ulid.h"
@@ -58,22 +58,6 @@ constexpr size_t table_error_chars = 60;
 bool refused(std::string_view message) {
   fail(message);
   return false;
-}
-
-std::string why(natsStatus s) {
-  const char* last = nats_GetLastError(nullptr);
-  return last && *last ? last : natsStatus_GetText(s);
-}
-
-// 2024-05-01T12:34:56.789Z
-std::string rfc3339_ms(int64_t unix_ns) {
-  const std::time_t secs = std::time_t(unix_ns / 1'000'000'000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[40];
-  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", int(unix_ns / 1'000'000 % 1000));
-  return buf;
 }
 
 std::string ago(int64_t unix_ns) { return human_duration_ns(std::max<int64_t>(0, unix_now_ns() - unix_ns)) + " ago"; }
@@ -124,14 +108,6 @@ std::string dump(const json& j) { return j.dump(2, ' ', false, json::error_handl
 std::string filter_of(const dlq_options& o) {
   return broker::dlq_subject(o.tenant, o.function.empty() ? "*" : o.function);
 }
-
-struct subscription_deleter {
-  void operator()(natsSubscription* s) const noexcept {
-    natsSubscription_Unsubscribe(s);  // deletes the ephemeral consumer
-    natsSubscription_Destroy(s);
-  }
-};
-using subscription = std::unique_ptr<natsSubscription, subscription_deleter>;
 
 // Calls `visit` with the dead letters on `filter`, oldest first, from their headers: as
 // many as were stored when it began. False once it printed why it could not.
@@ -241,21 +217,6 @@ bool is_text(std::span<const uint8_t> b) {
     i += n;
   }
   return true;
-}
-
-std::string base64(std::span<const uint8_t> in) {
-  static constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  for (size_t i = 0; i < in.size(); i += 3) {
-    const uint32_t v = uint32_t(in[i]) << 16 | (i + 1 < in.size() ? uint32_t(in[i + 1]) << 8 : 0) |
-                       (i + 2 < in.size() ? in[i + 2] : 0);
-    out += alphabet[v >> 18];
-    out += alphabet[(v >> 12) & 63];
-    out += i + 1 < in.size() ? alphabet[(v >> 6) & 63] : '=';
-    out += i + 2 < in.size() ? alphabet[v & 63] : '=';
-  }
-  return out;
 }
 
 // At most `chars` bytes, cut at a character boundary, with an ellipsis when cut.

@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <signal.h>
 
-#include <ctime>
 #include <deque>
 #include <memory>
 
@@ -43,25 +42,6 @@ bool stop_requested(const sigset_t& set) {
   return ::sigtimedwait(&set, nullptr, &now) > 0;
 }
 
-struct subscription_deleter {
-  void operator()(natsSubscription* s) const noexcept {
-    natsSubscription_Unsubscribe(s);  // deletes the ephemeral consumer
-    natsSubscription_Destroy(s);
-  }
-};
-using subscription = std::unique_ptr<natsSubscription, subscription_deleter>;
-
-// 2024-05-01T12:34:56.789Z
-std::string rfc3339_ms(int64_t unix_ns) {
-  const std::time_t secs = std::time_t(unix_ns / 1'000'000'000);
-  std::tm tm{};
-  ::gmtime_r(&secs, &tm);
-  char buf[40];
-  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", int(unix_ns / 1'000'000 % 1000));
-  return buf;
-}
-
 // Prints one stored message; false when it is not a LogLine.
 bool print_line(std::span<const uint8_t> data, bool as_json) {
   const auto* l = proto::verified<proto::LogLine>(data);
@@ -87,11 +67,6 @@ bool print_line(std::span<const uint8_t> data, bool as_json) {
     std::fwrite(text.data(), 1, text.size(), stdout);  // the line may hold any byte
   }
   return true;
-}
-
-std::string why(natsStatus s) {
-  const char* last = nats_GetLastError(nullptr);
-  return last && *last ? last : natsStatus_GetText(s);
 }
 
 std::span<const uint8_t> data_of(natsMsg* m) {
