@@ -1,10 +1,13 @@
-// Placement with no coordinator, seen from the caller: which node ran each invocation and
-// whether it was a cold start (DESIGN §4).
+// Membership and placement with no coordinator, seen from the user: what `fnmesh nodes`
+// lists, and which node ran each invocation and whether it was a cold start (DESIGN §4).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "tests/support/eventually.h"
 #include "tests/support/mesh.h"
@@ -121,6 +124,39 @@ TEST_F(placement, a_new_node_takes_backlog_it_did_not_ring_for) {
   start_node("node-late");
   for (const auto& id : ids)
     EXPECT_TRUE(eventually([&] { return attempts(id).size() == 1; }, 20s)) << id;
+}
+
+TEST_F(placement, nodes_lists_every_live_node_and_forgets_a_dead_one_within_the_ttl) {
+  start_node("node-a", {"--slots", "3", "--label", "zone=a"});
+  start_node("node-b", {"--slots", "5"});
+  deploy(write_function("warmed", "", "def handle(event, ctx):\n    return 'ok'\n"));
+  ASSERT_EQ(call("warmed", "{}").get().status(), p::Status::ok);
+  // name -> (slots, labels, warm)
+  using row = std::tuple<int, std::string, std::string>;
+  auto listed = [&] {
+    std::map<std::string, row> out;
+    const auto r = cli({"nodes", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << describe(r);
+    for (const auto& n : nlohmann::json::parse(r.out, nullptr, false))
+      out[n.at("node_id").get<std::string>()] = {n.at("slots").get<int>(), n.at("labels").get<std::string>(),
+                                                 n.at("warm").get<std::string>()};
+    return out;
+  };
+  // Heartbeats every 5 s: the warm sandbox shows on the node that ran the call.
+  ASSERT_TRUE(eventually([&] {
+    auto now = listed();
+    return now.size() == 2 && std::multiset<std::string>{std::get<2>(now["node-a"]), std::get<2>(now["node-b"])} ==
+                                  std::multiset<std::string>{"-", "default/warmed=1"};
+  }, 15s)) << ::testing::PrintToString(listed());
+  auto both = listed();
+  EXPECT_EQ(std::get<0>(both["node-a"]), 3);
+  EXPECT_EQ(std::get<1>(both["node-a"]), "zone=a");
+  EXPECT_EQ(both["node-b"], row(5, "-", std::get<2>(both["node-b"])));
+
+  // No goodbye: only the bucket's 15 s TTL removes it (nats-server expires once a second).
+  nodes_.at("node-b").signal(SIGKILL);
+  EXPECT_TRUE(eventually([&] { return listed().size() == 1; }, 20s)) << ::testing::PrintToString(listed());
+  EXPECT_TRUE(listed().contains("node-a"));
 }
 
 }  // namespace
