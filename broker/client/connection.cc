@@ -86,15 +86,6 @@ void on_disconnected(natsConnection* nc, void*) noexcept {
   try { log()->warn("disconnected from NATS"); } catch (...) {}
 }
 
-void on_reconnected(natsConnection* nc, void*) noexcept {
-  try {
-    char url[256] = {};
-    natsConnection_GetConnectedUrl(nc, url, sizeof url);
-    log()->info("reconnected to NATS at {}", url);
-  } catch (...) {
-  }
-}
-
 }  // namespace
 
 std::error_code make_nats_error(natsStatus s) noexcept {
@@ -123,7 +114,8 @@ result<std::unique_ptr<connection>> connection::connect(const connect_options& o
   if (s == NATS_OK && opts.reconnect) s = natsOptions_SetReconnectWait(o.get(), 250);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(o.get(), 64 << 20);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o.get(), on_disconnected, nullptr);
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o.get(), on_reconnected, nullptr);
+  auto listeners = std::make_unique<reconnect_listeners>();
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o.get(), &connection::reconnected, listeners.get());
   if (s != NATS_OK) return fail(make_nats_error(s));
 
   natsConnection* nc = nullptr;
@@ -149,7 +141,7 @@ result<std::unique_ptr<connection>> connection::connect(const connect_options& o
     natsConnection_Destroy(nc);
     return fail(make_nats_error(s));
   }
-  return std::unique_ptr<connection>(new connection(nc, js, opts.urls));
+  return std::unique_ptr<connection>(new connection(nc, js, opts.urls, std::move(listeners)));
 }
 
 connection::~connection() {
@@ -157,6 +149,31 @@ connection::~connection() {
   if (nc_) {
     natsConnection_FlushTimeout(nc_, 1000);
     natsConnection_Destroy(nc_);
+  }
+}
+
+uint64_t connection::on_reconnect(std::function<void()> fn) {
+  std::lock_guard lock(listeners_->mutex);
+  const uint64_t id = listeners_->next_id++;
+  listeners_->fns.emplace(id, std::move(fn));
+  return id;
+}
+
+void connection::forget_reconnect(uint64_t id) {
+  std::lock_guard lock(listeners_->mutex);
+  listeners_->fns.erase(id);
+}
+
+void connection::reconnected(natsConnection* nc, void* closure) noexcept {
+  try {
+    char url[256] = {};
+    natsConnection_GetConnectedUrl(nc, url, sizeof url);
+    log()->info("reconnected to NATS at {}", url);
+    auto* listeners = static_cast<reconnect_listeners*>(closure);
+    std::lock_guard lock(listeners->mutex);
+    for (const auto& [_, fn] : listeners->fns) fn();
+  } catch (const std::exception& e) {
+    log()->error("reconnect listener threw: {}", e.what());
   }
 }
 

@@ -5,10 +5,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -60,14 +63,27 @@ class connection {
   result<void> js_publish_async_complete(std::chrono::milliseconds timeout);
   result<void> flush(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
 
+  // Calls `fn` on nats.c's thread each time the connection is back, possibly on another
+  // server: what lived only on the old one (waiting pull requests) is gone. Must not block.
+  // Returns the listener's id for forget_reconnect(), which its owner calls before it dies.
+  uint64_t on_reconnect(std::function<void()> fn);
+  void forget_reconnect(uint64_t id);
+
  private:
+  struct reconnect_listeners {
+    std::mutex mutex;
+    uint64_t next_id = 1;
+    std::unordered_map<uint64_t, std::function<void()>> fns;
+  };
+  static void reconnected(natsConnection* nc, void* listeners) noexcept;
   result<void> js_publish_once(std::string_view subject, std::span<const uint8_t> data,
                                std::string_view msg_id, const headers& extra);
-  connection(natsConnection* nc, jsCtx* js, std::string urls) noexcept
-      : nc_(nc), js_(js), urls_(std::move(urls)) {}
+  connection(natsConnection* nc, jsCtx* js, std::string urls, std::unique_ptr<reconnect_listeners> l) noexcept
+      : nc_(nc), js_(js), urls_(std::move(urls)), listeners_(std::move(l)) {}
   natsConnection* nc_;
   jsCtx* js_;
   std::string urls_;
+  std::unique_ptr<reconnect_listeners> listeners_;  // nats.c's closure: outlives nc_
 };
 
 }  // namespace fnmesh::broker

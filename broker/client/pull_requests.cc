@@ -110,13 +110,23 @@ result<std::unique_ptr<pull_requests>> pull_requests::open(connection& conn, std
     std::lock_guard lock(raw->mutex_);
     raw->sub_done_ = true;
   }
-  // Make sure the server knows the subscription before any request names it.
+  const std::string elected = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED." + self->stream_ + ".*";
+  s = natsConnection_Subscribe(&self->leader_sub_, conn.nats(), elected.c_str(), &pull_requests::on_leader_elected,
+                               raw);
+  if (s != NATS_OK) return fail(make_nats_error(s));
+  self->reconnect_listener_ = conn.on_reconnect([raw] { raw->lose({}); });
+  // Make sure the server knows the subscriptions before any request names them.
   if (auto f = conn.flush(); !f) return fail(f.error());
   self->sweeper_ = std::thread([raw] { raw->sweep(); });
   return self;
 }
 
 pull_requests::~pull_requests() {
+  if (reconnect_listener_) conn_->forget_reconnect(reconnect_listener_);
+  if (leader_sub_) {
+    natsSubscription_Unsubscribe(leader_sub_);
+    natsSubscription_Destroy(leader_sub_);
+  }
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -188,6 +198,25 @@ void pull_requests::end_request(uint64_t id, int status) noexcept {
   } catch (...) {
     log()->error("pull end handler threw");
   }
+}
+
+void pull_requests::lose(std::string_view consumer) noexcept {
+  std::vector<uint64_t> gone;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, p] : pending_)
+      if (consumer.empty() || p.consumer == consumer) gone.push_back(id);
+  }
+  if (!gone.empty())
+    log()->info("{} pull request(s) of {} lost with their server; asking again", gone.size(),
+                consumer.empty() ? "every consumer" : consumer);
+  for (uint64_t id : gone) end_request(id, lost);
+}
+
+void pull_requests::on_leader_elected(natsConnection*, natsSubscription*, natsMsg* m, void* closure) noexcept {
+  msg_ptr msg(m);
+  const std::string_view subject = natsMsg_GetSubject(m);
+  static_cast<pull_requests*>(closure)->lose(subject.substr(subject.rfind('.') + 1));
 }
 
 void pull_requests::sweep() noexcept {

@@ -49,9 +49,12 @@ class pull_requests {
   // A request ended: `undelivered` of its batch never came, so that much reserved
   // capacity is free again. `status` is the JetStream status code that ended it: 0 when
   // fully served, 408 expired, 404 nothing (no-wait), 409 consumer deleted / too many
-  // waiting, 503 no responders (no such consumer or stream) — callers back off on 409/503.
+  // waiting, 503 no responders (no such consumer or stream) — callers back off on 409/503 —
+  // and `lost` when the server that held it is gone: the connection moved to another
+  // server, or the consumer's leader changed (its waiting requests died with the old one).
   using end_handler =
       std::function<void(uint64_t request_id, uint32_t undelivered, int status)>;
+  static constexpr int lost = -1;
 
   static result<std::unique_ptr<pull_requests>> open(connection& conn, std::string stream,
                                                      delivery_handler on_delivery,
@@ -78,11 +81,16 @@ class pull_requests {
  private:
   pull_requests() = default;
   static void on_message(natsConnection*, natsSubscription*, natsMsg*, void* self) noexcept;
+  static void on_leader_elected(natsConnection*, natsSubscription*, natsMsg*, void* self) noexcept;
+  // Ends every request (of `consumer`, or all when empty) with status `lost`.
+  void lose(std::string_view consumer) noexcept;
 
   connection* conn_ = nullptr;
   std::string stream_;
   std::string inbox_prefix_;
   natsSubscription* sub_ = nullptr;
+  natsSubscription* leader_sub_ = nullptr;  // consumer leader elections of stream_
+  uint64_t reconnect_listener_ = 0;
   delivery_handler on_delivery_;
   end_handler on_end_;
   void sweep() noexcept;

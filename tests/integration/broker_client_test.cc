@@ -557,6 +557,40 @@ TEST_F(pulling, a_request_for_a_missing_consumer_ends_with_503) {
   EXPECT_EQ(e->status, 503);
 }
 
+TEST_F(pulling, a_waiting_request_is_lost_when_its_server_goes_and_a_new_one_is_served) {
+  deploy("default", "echo");
+  auto id = pulls_->request(consumer_name("default", "echo"), 1, 30s);
+  ASSERT_TRUE(id);
+  server_->kill();  // the waiting request dies with the server
+  server_->restart();
+  auto e = ends_.pop(10s);  // at the reconnect, not 30 s later
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->id, *id);
+  EXPECT_EQ(e->undelivered, 1u);
+  EXPECT_EQ(e->status, pull_requests::lost);
+  EXPECT_EQ(pulls_->outstanding(), 0u);
+
+  std::optional<uint64_t> again;
+  for (int i = 0; i < 50 && !again; ++i) {  // JetStream recovers its store after the restart
+    if (auto r = pulls_->request(consumer_name("default", "echo"), 1, 5s)) again = *r;
+    else std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(again);
+  invoker inv(*conn_, nullptr);
+  invocation_request req;
+  req.function = "echo";
+  std::optional<published> pub;
+  for (int i = 0; i < 50 && !pub; ++i) {
+    if (auto r = inv.invoke(req)) pub = *r;
+    else std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(pub);
+  auto d = deliveries_.pop(5s);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->request_id, *again);
+  EXPECT_TRUE(d->ack(*conn_));
+}
+
 TEST_F(broker_client, consumer_follows_the_spec_and_removal_is_idempotent) {
   auto spec = make_spec("default", "slow", 10, 4, 3);
   const auto& s = *flatbuffers::GetRoot<proto::FunctionSpec>(spec.data());
