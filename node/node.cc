@@ -145,6 +145,7 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
   opts_.runtime.memory_budget_bytes = opts_.memory_bytes;
   opts_.runtime.sandboxes.node_id = cgroup_name(opts_.node_id, opts_.dir);
   if (opts_.runtime.sandboxes.staging.empty()) opts_.runtime.sandboxes.staging = opts_.dir / "sandbox-root";
+  follow_ups_ = std::make_unique<follow_ups>();
   logs_ = std::make_unique<broker::log_publisher>(*conn_);
   opts_.runtime.on_log = [this](const broker::log_line& line) {
     auto l = line;
@@ -195,6 +196,7 @@ node::~node() {
   pulls_.reset();     // no delivery arrives after this
   registry_.reset();  // joins its watch thread; registry_view_ stays valid until then
   executor_.reset();
+  follow_ups_.reset();  // after the executor: its last finishes may still post
   reporter_.reset();
   if (nodes_bucket_) (void)nodes_bucket_->erase(opts_.node_id);
 }
@@ -259,12 +261,15 @@ void node::on_delivery(broker::delivery&& d) {
   const bool async = info.reply_endpoint.empty() || info.callback;
   if (async && fn && info.published_ns > 0 &&
       unix_now_ns() - info.published_ns > int64_t(fn->spec().max_event_age_s()) * 1'000'000'000) {
-    const auto dead = dead_letter(*held, info, "expired",
-                                  "older than the function's max event age of " +
-                                      std::to_string(fn->spec().max_event_age_s()) + " s",
-                                  info.attempt - 1);
-    (void)(dead ? held->ack(*conn_) : held->nak(*conn_));
     release();
+    follow_ups_->post([this, held, info, max_age = fn->spec().max_event_age_s()] {
+      if (auto dead = dead_letter(*held, info, "expired",
+                                  "older than the function's max event age of " + std::to_string(max_age) + " s",
+                                  info.attempt - 1))
+        (void)held->ack(*conn_);
+      else
+        nak_unfollowed(*held, info, dead.error());
+    });
     return;
   }
   {
@@ -287,7 +292,7 @@ void node::on_delivery(broker::delivery&& d) {
   } else {
     code_dir = *dir;
   }
-  auto done = [this, fn, held, info](outcome&& out) { finish(fn, *held, std::move(out), info); };
+  auto done = [this, fn, held, info](outcome&& out) { finish(fn, held, std::move(out), info); };
   if (!code_dir.empty()) {
     const auto timeout = std::chrono::milliseconds(int64_t(fn->spec().timeout_s()) * 1000);
     std::vector<uint8_t> buffer(held->data().begin(), held->data().end());
@@ -302,11 +307,11 @@ void node::on_delivery(broker::delivery&& d) {
   }
 }
 
-void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&& out,
+void node::finish(const broker::function_ptr& fn, const std::shared_ptr<broker::delivery>& d, outcome&& out,
                   const invocation_info& inv) {
   // The slot is free before the caller hears back: an idle warm sandbox is waiting on the
   // server again by the time the caller's next invocation arrives.
-  capacity_->on_finished(d.consumer, inv.memory_held);
+  capacity_->on_finished(d->consumer, inv.memory_held);
   if (!stopping_) capacity_->refill(now_ms());
   if (out.output.size() > opts_.limits.result) {
     out.error = "result of " + std::to_string(out.output.size()) + " bytes is over the limit of " +
@@ -343,21 +348,35 @@ void node::finish(const broker::function_ptr& fn, broker::delivery& d, outcome&&
   });
   // Billing first, then what follows a failure, then the ack: a node that dies in between
   // runs the attempt again elsewhere, and the collector and JetStream drop the copies.
-  result<void> followed = {};
-  if (spooled && failed_async) {
-    followed = retried ? retry(fn, d, inv) : dead_letter(d, inv, p::EnumNameStatus(out.status), out.error, inv.attempt);
-  }
-  if (spooled && followed) {
-    (void)d.ack(*conn_);
+  if (!spooled) {
+    logger("node")->error("invocation {}: spool append failed: {}; it runs again", inv.id, spooled.error().message());
+    (void)d->nak(*conn_, republish_delay);
+  } else if (!failed_async) {
+    (void)d->ack(*conn_);
   } else {
-    logger("node")->error("invocation {}: {}; it runs again", inv.id,
-                          !spooled ? "spool append failed: " + spooled.error().message()
-                                   : "cannot publish its " + std::string(retried ? "retry" : "dead letter") +
-                                         ": " + followed.error().message());
-    (void)d.nak(*conn_, republish_delay);
+    // Still in flight (its in-progress acks go on) until the follow-up has acked it.
+    follow_ups_->post([this, fn, d, inv, retried, status = std::string(p::EnumNameStatus(out.status)),
+                       error = std::move(out.error)] {
+      if (auto followed = retried ? retry(fn, *d, inv) : dead_letter(*d, inv, status, error, inv.attempt))
+        (void)d->ack(*conn_);
+      else
+        nak_unfollowed(*d, inv, followed.error());
+      forget(inv.id);
+    });
+    return;
   }
+  forget(inv.id);
+}
+
+void node::nak_unfollowed(const broker::delivery& d, const invocation_info& inv, std::error_code why) {
+  logger("node")->error("invocation {}: NATS did not take what follows its failure ({}); it runs again",
+                        inv.id, why.message());
+  (void)d.nak(*conn_, republish_delay);
+}
+
+void node::forget(const std::string& invocation_id) {
   std::lock_guard lock(in_flight_mutex_);
-  in_flight_.erase(inv.id);
+  in_flight_.erase(invocation_id);
 }
 
 result<void> node::retry(const broker::function_ptr& fn, const broker::delivery& d,

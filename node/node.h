@@ -29,6 +29,7 @@
 #include "node/backlog.h"
 #include "node/capacity.h"
 #include "node/code_cache.h"
+#include "node/follow_ups.h"
 #include "node/node_metrics.h"
 #include "node/reporter.h"
 #include "node/result_sender.h"
@@ -77,17 +78,20 @@ class node {
  private:
   void on_functions_changed();
   void on_delivery(broker::delivery&& d);
-  void finish(const broker::function_ptr& fn, broker::delivery& d, outcome&& out,
+  void finish(const broker::function_ptr& fn, const std::shared_ptr<broker::delivery>& d, outcome&& out,
               const invocation_info& inv);
   // A failed async attempt is followed by the next attempt, published with its back-off,
-  // or by a dead letter. Both fail when NATS did not take them: the delivery is then
-  // nak'ed and the attempt runs again.
+  // or by a dead letter, on follow_ups_'s thread. Both fail when NATS did not take them:
+  // the delivery is then nak'ed (nak_unfollowed) and the attempt runs again.
   result<void> retry(const broker::function_ptr& fn, const broker::delivery& d,
                      const invocation_info& inv);
   result<void> dead_letter(const broker::delivery& d, const invocation_info& inv,
                            std::string_view status, std::string_view error, uint32_t attempts);
   // Invocations not yet acked (capacity frees a slot before its ack is sent).
   size_t running_here();
+  void nak_unfollowed(const broker::delivery& d, const invocation_info& inv, std::error_code why);
+  // Done with an invocation: no more in-progress acks.
+  void forget(const std::string& invocation_id);
   void send_progress();
   void heartbeat_loop();
   static int64_t now_ms();
@@ -102,6 +106,7 @@ class node {
   std::unique_ptr<capacity> capacity_;
   std::unique_ptr<result_sender> sender_;       // executor loop thread only
   std::unique_ptr<broker::log_publisher> logs_; // executor loop thread only
+  std::unique_ptr<follow_ups> follow_ups_;
   std::unique_ptr<executor> executor_;
   std::unique_ptr<broker::pull_requests> pulls_;
   std::unique_ptr<backlog> backlog_;
