@@ -25,7 +25,10 @@ void capacity::set_functions(const std::vector<capacity_function>& functions) {
 
 void capacity::on_backlog(const std::string& consumer) {
   std::lock_guard lock(mutex_);
-  if (auto it = functions_.find(consumer); it != functions_.end()) it->second.backlog = true;
+  // While a sandbox here waits on the server, nothing of this function is queued there
+  // (JetStream serves waiting requests first): a no-wait pull would find nothing.
+  if (auto it = functions_.find(consumer); it != functions_.end() && it->second.warm_reserved == 0)
+    it->second.backlog = true;
 }
 
 uint32_t capacity::room(const function_state& f, const held& taken) const {

@@ -43,7 +43,8 @@ class capacity {
 
   // The deployed functions; removed ones keep their running count until finished.
   void set_functions(const std::vector<capacity_function>& functions);
-  // Invocations of `consumer` wait to be pulled: the next refill pulls it cold.
+  // Invocations of `consumer` may wait to be pulled: the next refill pulls it cold, unless
+  // one of this node's sandboxes already waits for it.
   void on_backlog(const std::string& consumer);
   // Issues the pull requests that idle sandboxes and free room allow.
   void refill(int64_t now_ms);

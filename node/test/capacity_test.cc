@@ -102,6 +102,23 @@ TEST(capacity, backlog_pulls_cold_what_the_free_slots_can_start_and_again_while_
   EXPECT_EQ(rec.issued.size(), 2u);
 }
 
+TEST(capacity, backlog_is_not_pulled_cold_while_a_sandbox_here_waits_for_it) {
+  recorder rec;
+  auto cap = rec.make(4, 1024 * mib);
+  cap.set_functions({{"fn_a", 128 * mib, 0}});
+  rec.warm["fn_a"] = 1;
+  cap.refill(0);
+  ASSERT_EQ(rec.issued.size(), 1u);  // the idle sandbox waits
+  cap.on_backlog("fn_a");            // a doorbell: the work went to a waiting request
+  cap.refill(0);
+  EXPECT_EQ(rec.issued.size(), 1u);
+  ASSERT_TRUE(cap.on_delivery("fn_a", 1));  // it took one; more may be queued now
+  cap.on_backlog("fn_a");
+  cap.refill(0);
+  ASSERT_EQ(rec.issued.size(), 2u);
+  EXPECT_EQ(rec.last().kind, pull_kind::cold);
+}
+
 TEST(capacity, memory_budget_and_function_concurrency_bound_what_is_pulled) {
   recorder rec;
   auto cap = rec.make(16, 512 * mib);
