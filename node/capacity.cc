@@ -58,7 +58,6 @@ void capacity::release(function_state& f, pull_kind kind, uint32_t n, int64_t me
 }
 
 void capacity::refill(int64_t now_ms) {
-  const auto warm = warm_();
   std::lock_guard lock(mutex_);
   if (stopped_ || functions_.empty()) return;
   std::vector<function_state*> order;
@@ -71,24 +70,20 @@ void capacity::refill(int64_t now_ms) {
 
   // Every idle warm sandbox waits on its function's consumer.
   for (auto* f : order) {
-    auto it = warm.find(f->spec.consumer);
-    const uint32_t live = it == warm.end() ? 0 : it->second;
+    const uint32_t live = warm_(f->spec.function);
     const uint32_t busy = f->running + f->warm_reserved;
     if (live <= busy) continue;
-    held taken = running_;
-    taken.slots += warm_reserved_.slots + cold_reserved_.slots;
-    taken.memory += warm_reserved_.memory + cold_reserved_.memory;
-    if (const uint32_t n = std::min(live - busy, room(*f, taken)); n > 0) issue(*f, n, pull_kind::warm);
+    const uint32_t n = std::min(live - busy, room(*f, running_ + warm_reserved_ + cold_reserved_));
+    if (n > 0) issue(*f, n, pull_kind::warm);
   }
   // A function with backlog takes what the node can start now. Other functions' idle
   // sandboxes do not hold it back: their requests only wait, and an invocation that
   // reaches one of them when the node is full is handed back.
   for (auto* f : order) {
     if (!f->backlog || f->cold_reserved > 0) continue;
-    held taken = running_;
-    taken.slots += cold_reserved_.slots + f->warm_reserved;
-    taken.memory += cold_reserved_.memory + int64_t(f->warm_reserved) * f->spec.memory_bytes;
-    if (const uint32_t n = room(*f, taken); n > 0 && issue(*f, n, pull_kind::cold)) f->backlog = false;
+    const held own_waiting{f->warm_reserved, int64_t(f->warm_reserved) * f->spec.memory_bytes};
+    const uint32_t n = room(*f, running_ + cold_reserved_ + own_waiting);
+    if (n > 0 && issue(*f, n, pull_kind::cold)) f->backlog = false;
   }
 }
 
@@ -133,8 +128,7 @@ void capacity::on_finished(const std::string& consumer, int64_t memory_bytes) {
   auto it = functions_.find(consumer);
   if (it == functions_.end() || it->second.running == 0) return;
   it->second.running -= 1;
-  running_.slots -= 1;
-  running_.memory -= memory_bytes;
+  running_.add(-1, memory_bytes);
   forget_if_idle(consumer);
 }
 

@@ -22,6 +22,7 @@ namespace fnmesh::node {
 
 struct capacity_function {
   std::string consumer;         // the function's durable consumer, also its key here
+  std::string function;         // executor::function_of: how its warm sandboxes are counted
   int64_t memory_bytes = 0;     // held by each running or reserved invocation
   uint32_t concurrency = 0;     // per function on this node; 0 = unlimited
 };
@@ -36,8 +37,9 @@ class capacity {
   // Sends one pull request; returns its id. Called with the lock held: it must not block.
   using issue_fn =
       std::function<result<uint64_t>(const std::string& consumer, uint32_t batch, pull_kind kind)>;
-  // Live warm sandboxes (idle or busy) per consumer. Called without the lock.
-  using warm_fn = std::function<std::unordered_map<std::string, uint32_t>()>;
+  // Live warm sandboxes (idle or busy) of a "tenant/function". Called with the lock held:
+  // it must not block.
+  using warm_fn = std::function<uint32_t(const std::string& function)>;
 
   capacity(uint32_t slots, int64_t memory_bytes, issue_fn issue, warm_fn warm);
 
@@ -72,6 +74,7 @@ class capacity {
       slots += n;
       memory += n * memory_each;
     }
+    friend held operator+(held a, const held& b) { return {a.slots + b.slots, a.memory + b.memory}; }
   };
   struct function_state {
     capacity_function spec;

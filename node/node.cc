@@ -117,14 +117,7 @@ node::node(node_options opts) : opts_(std::move(opts)), zmq_(1) {
         return pulls_->request(consumer, batch,
                                kind == pull_kind::warm ? warm_request_expiry : std::chrono::milliseconds(0));
       },
-      [this] {
-        std::unordered_map<std::string, uint32_t> warm;
-        for (const auto& [function, count] : executor_->warm_by_function()) {
-          const auto slash = function.find('/');
-          warm[broker::consumer_name(function.substr(0, slash), function.substr(slash + 1))] = uint32_t(count);
-        }
-        return warm;
-      });
+      [this](const std::string& function) { return uint32_t(executor_->warm_of(function)); });
   metrics_endpoint_ = std::make_unique<metrics_endpoint>(
       opts_.metrics_listen, [this] { return metrics_.render(capacity_->running()); });
   log->info("metrics at {}", metrics_endpoint_->url());
@@ -209,6 +202,7 @@ void node::on_functions_changed() {
     const auto& spec = fn->spec();
     if (!labels_match(spec, opts_.labels)) continue;
     functions.push_back({.consumer = broker::consumer_name(p::view(spec.tenant()), p::view(spec.name())),
+                         .function = executor::function_of(spec),
                          .memory_bytes = int64_t(spec.memory_mb()) << 20,
                          .concurrency = spec.concurrency()});
     // Fetch code now so that the first invocation does not wait for it.
@@ -406,7 +400,7 @@ result<void> node::dead_letter(const broker::delivery& d, const invocation_info&
                             {"Fnmesh-Failed-Ns", std::to_string(unix_now_ns())}});
 }
 
-size_t node::running_here() {
+size_t node::unacked() {
   std::lock_guard lock(in_flight_mutex_);
   return in_flight_.size();
 }
@@ -459,7 +453,7 @@ void node::drain(std::chrono::milliseconds flush_timeout) {
   // Standing pull requests may still be answered while what runs finishes: those
   // deliveries are nak'ed (capacity stopped), so another node takes them at once. Once the
   // subscription is gone, a delivery would wait out its ack wait instead.
-  while (capacity_->running() > 0 || running_here() > 0) std::this_thread::sleep_for(20ms);
+  while (capacity_->running() > 0 || unacked() > 0) std::this_thread::sleep_for(20ms);
   pulls_->stop();
   executor_->drain();
   if (!reporter_->flush(flush_timeout))

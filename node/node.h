@@ -88,7 +88,7 @@ class node {
   result<void> dead_letter(const broker::delivery& d, const invocation_info& inv,
                            std::string_view status, std::string_view error, uint32_t attempts);
   // Invocations not yet acked (capacity frees a slot before its ack is sent).
-  size_t running_here();
+  size_t unacked();
   void nak_unfollowed(const broker::delivery& d, const invocation_info& inv, std::error_code why);
   // Done with an invocation: no more in-progress acks.
   void forget(const std::string& invocation_id);

@@ -192,15 +192,8 @@ struct executor::impl {
   std::vector<std::promise<void>> drain_waiters_;
   std::vector<uint8_t> scratch_ = std::vector<uint8_t>(read_chunk);
 
-  static std::string function_of(const proto::FunctionSpec& spec) {
-    std::string key(proto::view(spec.tenant()));
-    key += '/';
-    key += proto::view(spec.name());
-    return key;
-  }
-
   void count_warm(const proto::FunctionSpec& spec, int delta) {
-    warm_by_function_[function_of(spec)].fetch_add(size_t(delta), std::memory_order_relaxed);
+    warm_by_function_[executor::function_of(spec)].fetch_add(size_t(delta), std::memory_order_relaxed);
     warm_.fetch_add(size_t(delta), std::memory_order_relaxed);
   }
 
@@ -451,7 +444,7 @@ struct executor::impl {
   }
 
   static std::string key_of(const proto::FunctionSpec& spec) {
-    std::string key = function_of(spec);
+    std::string key = executor::function_of(spec);
     key += '/';
     key += proto::view(spec.version());
     return key;
@@ -1174,6 +1167,18 @@ std::vector<std::pair<std::string, size_t>> executor::warm_by_function() const {
   for (const auto& [function, count] : impl_->warm_by_function_)
     if (size_t n = count.load(std::memory_order_relaxed)) out.emplace_back(function, n);
   return out;
+}
+
+std::string executor::function_of(const proto::FunctionSpec& spec) {
+  std::string key(proto::view(spec.tenant()));
+  key += '/';
+  key += proto::view(spec.name());
+  return key;
+}
+
+size_t executor::warm_of(const std::string& function) const {
+  auto it = impl_->warm_by_function_.find(function);
+  return it == impl_->warm_by_function_.end() ? 0 : it->second.load(std::memory_order_relaxed);
 }
 
 std::string executor::describe() const { return impl_->launcher_.describe(); }

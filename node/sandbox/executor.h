@@ -100,6 +100,10 @@ class executor {
   size_t warm_workers() const noexcept;
   // The same per "tenant/function" (for the heartbeat); thread-safe.
   std::vector<std::pair<std::string, size_t>> warm_by_function() const;
+  // Those of one function_of(spec) (for placement); thread-safe.
+  size_t warm_of(const std::string& function) const;
+  // "tenant/function": how warm sandboxes are counted.
+  static std::string function_of(const proto::FunctionSpec& spec);
   // What the cgroup tree found, for the start-up log.
   std::string describe() const;
 

@@ -18,7 +18,7 @@ struct recorder {
     pull_kind kind;
   };
   std::map<uint64_t, request> issued;
-  std::unordered_map<std::string, uint32_t> warm;  // live warm sandboxes per consumer
+  std::unordered_map<std::string, uint32_t> warm;  // live warm sandboxes per function
   uint64_t next = 1;
   capacity make(uint32_t slots, int64_t memory) {
     return capacity(
@@ -27,7 +27,10 @@ struct recorder {
           issued[next] = {c, batch, kind};
           return next++;
         },
-        [this] { return warm; });
+        [this](const std::string& function) {
+          auto it = warm.find(function);
+          return it == warm.end() ? 0u : it->second;
+        });
   }
   const request& last() const { return issued.rbegin()->second; }
   uint64_t last_id() const { return issued.rbegin()->first; }
@@ -40,7 +43,7 @@ constexpr int64_t mib = 1 << 20;
 TEST(capacity, nothing_is_pulled_without_an_idle_sandbox_or_backlog) {
   recorder rec;
   auto cap = rec.make(4, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}, {"fn_b", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}, {"fn_b", "fn_b", 128 * mib, 0}});
   cap.refill(0);
   EXPECT_TRUE(rec.issued.empty());
   EXPECT_EQ(cap.reserved(), 0u);
@@ -49,7 +52,7 @@ TEST(capacity, nothing_is_pulled_without_an_idle_sandbox_or_backlog) {
 TEST(capacity, each_idle_warm_sandbox_is_one_waiting_request) {
   recorder rec;
   auto cap = rec.make(8, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}});
   rec.warm["fn_a"] = 2;
   cap.refill(0);
   ASSERT_EQ(rec.issued.size(), 1u);
@@ -74,7 +77,7 @@ TEST(capacity, each_idle_warm_sandbox_is_one_waiting_request) {
 TEST(capacity, backlog_pulls_cold_what_the_free_slots_can_start_and_again_while_it_lasts) {
   recorder rec;
   auto cap = rec.make(4, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}});
   cap.on_backlog("fn_a");
   cap.on_backlog("fn_unknown");  // not deployed here: ignored
   cap.refill(0);
@@ -105,7 +108,7 @@ TEST(capacity, backlog_pulls_cold_what_the_free_slots_can_start_and_again_while_
 TEST(capacity, backlog_is_not_pulled_cold_while_a_sandbox_here_waits_for_it) {
   recorder rec;
   auto cap = rec.make(4, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}});
   rec.warm["fn_a"] = 1;
   cap.refill(0);
   ASSERT_EQ(rec.issued.size(), 1u);  // the idle sandbox waits
@@ -122,14 +125,14 @@ TEST(capacity, backlog_is_not_pulled_cold_while_a_sandbox_here_waits_for_it) {
 TEST(capacity, memory_budget_and_function_concurrency_bound_what_is_pulled) {
   recorder rec;
   auto cap = rec.make(16, 512 * mib);
-  cap.set_functions({{"fn_big", 256 * mib, 0}});
+  cap.set_functions({{"fn_big", "fn_big", 256 * mib, 0}});
   cap.on_backlog("fn_big");
   cap.refill(0);
   EXPECT_EQ(rec.last().batch, 2u);  // 2 x 256 MiB fill 512 MiB
 
   recorder rec2;
   auto limited = rec2.make(16, 4096 * mib);
-  limited.set_functions({{"fn_one", 128 * mib, 1}});
+  limited.set_functions({{"fn_one", "fn_one", 128 * mib, 1}});
   rec2.warm["fn_one"] = 3;
   limited.on_backlog("fn_one");
   limited.refill(0);
@@ -140,7 +143,7 @@ TEST(capacity, memory_budget_and_function_concurrency_bound_what_is_pulled) {
 TEST(capacity, idle_sandboxes_of_one_function_do_not_starve_another) {
   recorder rec;
   auto cap = rec.make(2, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}, {"fn_b", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}, {"fn_b", "fn_b", 128 * mib, 0}});
   rec.warm["fn_a"] = 2;
   cap.refill(0);
   ASSERT_EQ(rec.issued.size(), 1u);  // both slots wait for fn_a
@@ -166,7 +169,7 @@ TEST(capacity, idle_sandboxes_of_one_function_do_not_starve_another) {
 TEST(capacity, an_expired_request_frees_its_slots_and_a_missing_consumer_backs_off) {
   recorder rec;
   auto cap = rec.make(4, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}});
   rec.warm["fn_a"] = 1;
   cap.refill(0);
   cap.on_request_end(1, 408, 0);
@@ -183,13 +186,13 @@ TEST(capacity, an_expired_request_frees_its_slots_and_a_missing_consumer_backs_o
 TEST(capacity, a_redeploy_with_another_memory_size_releases_exactly_what_was_held) {
   recorder rec;
   auto cap = rec.make(8, 1024 * mib);
-  cap.set_functions({{"fn_a", 512 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 512 * mib, 0}});
   cap.on_backlog("fn_a");
   cap.refill(0);
   auto held = cap.on_delivery("fn_a", 1);
   ASSERT_TRUE(held);
   cap.on_request_end(1, 404, 0);
-  cap.set_functions({{"fn_a", 128 * mib, 0}});  // redeployed smaller while it runs
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}});  // redeployed smaller while it runs
   cap.on_finished("fn_a", *held);
   cap.on_backlog("fn_a");
   cap.refill(0);
@@ -200,7 +203,7 @@ TEST(capacity, a_redeploy_with_another_memory_size_releases_exactly_what_was_hel
 TEST(capacity, a_message_whose_request_already_ended_runs_only_if_there_is_room) {
   recorder rec;
   auto cap = rec.make(1, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}});
   rec.warm["fn_a"] = 1;
   cap.refill(0);
   cap.on_request_end(1, 503, 0);  // given up locally
@@ -214,7 +217,7 @@ TEST(capacity, a_message_whose_request_already_ended_runs_only_if_there_is_room)
 TEST(capacity, after_stop_deliveries_are_handed_back_and_nothing_is_pulled) {
   recorder rec;
   auto cap = rec.make(4, 1024 * mib);
-  cap.set_functions({{"fn_a", 128 * mib, 0}});
+  cap.set_functions({{"fn_a", "fn_a", 128 * mib, 0}});
   rec.warm["fn_a"] = 1;
   cap.refill(0);
   cap.stop();

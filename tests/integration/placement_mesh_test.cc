@@ -66,7 +66,6 @@ TEST_F(placement, a_function_called_again_and_again_runs_warm_wherever_its_sandb
     ASSERT_EQ(r.get().status(), p::Status::ok) << p::view(r.get().error());
     runs.push_back({std::string(p::view(r.get().node_id())), r.get().cold_start()});
   }
-  EXPECT_LE(cold_starts(runs), 3 * 2) << "cold starts bounded by nodes x concurrency";
   EXPECT_LE(cold_starts(runs), 2) << "one sandbox serves calls made one at a time";
   // Bursts: never more sandboxes than nodes x concurrency, however often it is called.
   for (int round = 0; round < 4; ++round) {
